@@ -1,0 +1,237 @@
+"""What every model class shares: output containers and the pretrained-model base (load, save, device, dtype).
+
+Model files only define modules and forward passes; all file I/O lives in ``hub.py``, imported lazily here so
+that importing a model class stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .config import BaseConfig
+
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+
+
+class ModelOutput(OrderedDict):
+    """A dict-like result with attribute access, as transformers' ``ModelOutput``.
+
+    Subclasses declare their fields as annotations. Fields left at None are absent from the dict, so
+    ``output[0]`` / ``output.to_tuple()`` list only what was computed, in declaration order; attribute access
+    returns None for an absent field.
+    """
+
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        names: list[str] = []
+        for base in reversed(cls.__mro__):
+            for name in getattr(base, "__annotations__", {}):
+                if not name.startswith("_") and name not in names:
+                    names.append(name)
+        cls._fields = tuple(names)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        if len(args) > len(self._fields):
+            raise TypeError(f"{type(self).__name__} takes at most {len(self._fields)} positional fields")
+        for name, value in zip(self._fields, args, strict=False):
+            if name in kwargs:
+                raise TypeError(f"{type(self).__name__} got field {name!r} twice")
+            kwargs[name] = value
+        unknown = set(kwargs) - set(self._fields)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field(s) {sorted(unknown)}")
+        for name in self._fields:
+            value = kwargs.get(name)
+            if value is not None:
+                super().__setitem__(name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in type(self)._fields:
+            return self.get(name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in type(self)._fields:
+            self[name] = value
+        else:
+            super().__setattr__(name, value)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in type(self)._fields:
+            raise KeyError(f"{type(self).__name__} has no field {key!r}")
+        if value is None:
+            self.pop(key, None)
+        else:
+            super().__setitem__(key, value)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return super().__getitem__(key)
+        return self.to_tuple()[key]
+
+    def __reduce__(self):  # keep pickling simple: rebuild from the stored fields
+        return (type(self), (), None, None, iter(self.items()))
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+class BaseModelOutput(ModelOutput):
+    last_hidden_state: torch.Tensor | None
+    hidden_states: tuple[torch.Tensor, ...] | None
+    attentions: tuple[torch.Tensor, ...] | None
+
+
+class BaseModelOutputWithPooling(ModelOutput):
+    last_hidden_state: torch.Tensor | None
+    pooler_output: torch.Tensor | None
+    hidden_states: tuple[torch.Tensor, ...] | None
+    attentions: tuple[torch.Tensor, ...] | None
+
+
+class ImageClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None
+    logits: torch.Tensor | None
+    hidden_states: tuple[torch.Tensor, ...] | None
+    attentions: tuple[torch.Tensor, ...] | None
+
+
+def check_attn_implementation(name: str | None) -> str:
+    """Validate an ``attn_implementation`` value; flash-attention needs CUDA and the flash-attn package."""
+    name = name or "sdpa"
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation={name!r} is not supported; use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+    if name == "flash_attention_2":
+        missing = []
+        if not torch.cuda.is_available():
+            missing.append("a CUDA device")
+        try:
+            import flash_attn  # noqa: F401
+        except ImportError:
+            missing.append("the flash-attn package (pip install flash-attn --no-build-isolation)")
+        if missing:
+            raise ValueError(f"attn_implementation='flash_attention_2' needs {' and '.join(missing)}")
+    return name
+
+
+class PreTrainedModel(nn.Module):
+    """Base of every model class: config handling, ``from_pretrained`` / ``save_pretrained``, device and dtype.
+
+    Subclasses set ``config_class`` and, for towers, ``checkpoint_prefix``: the key prefix their weights carry
+    inside a joint checkpoint (``vision_model.`` for ``SiglipVisionModel``).
+    """
+
+    config_class: ClassVar[type[BaseConfig]]
+    checkpoint_prefix: ClassVar[str] = ""
+    # Weights that may be absent from a checkpoint (task heads loaded from a base model): they keep a fresh
+    # initialisation, and the load logs which ones.
+    head_prefixes: ClassVar[tuple[str, ...]] = ()
+    main_input_name: ClassVar[str] = "input_ids"
+
+    def __init__(self, config: BaseConfig) -> None:
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    # -- construction / weights ------------------------------------------------------------------------------
+    def init_weights(self) -> None:
+        """Initialise every parameter as transformers' ``_init_weights`` does (used when training from scratch)."""
+        for module in self.modules():
+            init = getattr(module, "reset_parameters_siglip", None)
+            if init is not None:
+                init()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        config: BaseConfig | None = None,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        device_map: str | dict | None = None,
+        attn_implementation: str | None = None,
+        **kwargs: Any,
+    ) -> PreTrainedModel:
+        """Load weights from a local folder or a hub id (through the hub cache).
+
+        Args:
+            name_or_path: folder with ``config.json`` and weights, or a hub repo id.
+            config: use this config instead of the folder's ``config.json``.
+            dtype: None or "auto" keep the checkpoint's dtype (transformers 5 behaviour); a ``torch.dtype`` or its
+                name casts floating weights to it.
+            device / device_map: where the weights go ("cpu", "cuda", "cuda:1", "auto" = CUDA when available).
+            attn_implementation: "sdpa" (default), "eager" or "flash_attention_2".
+            kwargs: hub options (``revision``, ``cache_dir``, ``local_files_only``, ``token``) and config overrides
+                such as ``num_labels`` or ``id2label``.
+        """
+        from .hub import load_pretrained
+
+        return load_pretrained(
+            cls,
+            name_or_path,
+            config=config,
+            dtype=dtype,
+            device=device,
+            device_map=device_map,
+            attn_implementation=attn_implementation,
+            **kwargs,
+        )
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (loadable by transformers) into ``save_directory``."""
+        from .hub import save_pretrained
+
+        return save_pretrained(self, save_directory, **kwargs)
+
+    # -- conveniences ----------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.get_default_dtype()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def attn_implementation(self) -> str:
+        for module in self.modules():
+            if hasattr(module, "_attn_implementation"):
+                return module._attn_implementation
+        return "sdpa"
+
+    def set_attn_implementation(self, name: str) -> None:
+        """Switch every attention layer to "sdpa", "eager" or "flash_attention_2"."""
+        name = check_attn_implementation(name)
+        for module in self.modules():
+            if hasattr(module, "_attn_implementation"):
+                module._attn_implementation = name
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute encoder layers in backward to save activation memory during training."""
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = False
