@@ -11,7 +11,7 @@ Shapes: B batch, L sequence length (tokens or patches), D hidden size, H heads, 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,6 @@ from .modeling_utils import (
     ImageClassifierOutput,
     ModelOutput,
     PreTrainedModel,
-    check_attn_implementation,
 )
 
 
@@ -356,7 +355,7 @@ class SiglipTextModel(PreTrainedModel):
     ) -> BaseModelOutputWithPooling | tuple:
         output_attentions, output_hidden_states, return_dict = _check_output_flags(kwargs, type(self).__name__)
         if input_ids is None:
-            raise ValueError("SiglipTextModel needs input_ids")
+            raise ValueError(f"{type(self).__name__} needs input_ids")
         if not isinstance(input_ids, torch.Tensor) or input_ids.dtype.is_floating_point:
             raise ValueError("input_ids must be an integer tensor of shape (batch, sequence)")
         input_ids = input_ids.view(-1, input_ids.shape[-1])  # (B, L)
@@ -455,10 +454,12 @@ class SiglipVisionModel(PreTrainedModel):
     config_class = SiglipVisionConfig
     checkpoint_prefix = "vision_model."
     main_input_name = "pixel_values"
+    # The SigLIP2 NaFlex tower swaps in its linear patch embedding and keeps everything else.
+    embeddings_class: ClassVar[type[nn.Module]] = SiglipVisionEmbeddings
 
     def __init__(self, config: SiglipVisionConfig):
         super().__init__(config)
-        self.embeddings = SiglipVisionEmbeddings(config)
+        self.embeddings = self.embeddings_class(config)
         self.encoder = SiglipEncoder(config)
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.use_head = config.vision_use_head
@@ -475,9 +476,21 @@ class SiglipVisionModel(PreTrainedModel):
         output_attentions, output_hidden_states, return_dict = _check_output_flags(kwargs, type(self).__name__)
         check_pixel_values(pixel_values, type(self).__name__, self.config.num_channels)
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-        enc = self.encoder(hidden_states, None, output_attentions, output_hidden_states)
+        return self._encode(hidden_states, None, output_attentions, output_hidden_states, return_dict)
+
+    def _encode(
+        self,
+        hidden_states: torch.Tensor,
+        patch_mask: torch.Tensor | None,
+        output_attentions: bool,
+        output_hidden_states: bool,
+        return_dict: bool,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """Encoder, post LayerNorm and MAP head on (B, N, D) patch embeddings; a (B, N) ``patch_mask`` masks keys."""
+        bias = padding_mask_to_attention_bias(patch_mask, hidden_states.dtype, self.attn_implementation)
+        enc = self.encoder(hidden_states, bias, output_attentions, output_hidden_states)
         last_hidden_state = self.post_layernorm(enc.last_hidden_state)
-        pooled = self.head(last_hidden_state) if self.use_head else None  # (B, D)
+        pooled = self.head(last_hidden_state, patch_mask) if self.use_head else None  # (B, D)
         out = BaseModelOutputWithPooling(
             last_hidden_state=last_hidden_state,
             pooler_output=pooled,
@@ -589,11 +602,13 @@ class SiglipModel(_JointModelMixin, PreTrainedModel):
     """
 
     config_class = SiglipConfig
+    text_model_class: ClassVar[type[SiglipTextModel]] = SiglipTextModel
+    vision_model_class: ClassVar[type[SiglipVisionModel]] = SiglipVisionModel
 
     def __init__(self, config: SiglipConfig):
         super().__init__(config)
-        self.text_model = SiglipTextModel(config.text_config)
-        self.vision_model = SiglipVisionModel(config.vision_config)
+        self.text_model = self.text_model_class(config.text_config)
+        self.vision_model = self.vision_model_class(config.vision_config)
         self.logit_scale = nn.Parameter(torch.zeros(1))
         self.logit_bias = nn.Parameter(torch.zeros(1))
 
@@ -661,11 +676,12 @@ class SiglipForImageClassification(PreTrainedModel):
     config_class = SiglipConfig
     head_prefixes = ("classifier.",)
     main_input_name = "pixel_values"
+    vision_model_class: ClassVar[type[SiglipVisionModel]] = SiglipVisionModel
 
     def __init__(self, config: SiglipConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.vision_model = SiglipVisionModel(config.vision_config)
+        self.vision_model = self.vision_model_class(config.vision_config)
         hidden = config.vision_config.hidden_size
         self.classifier = nn.Linear(hidden, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.reset_classifier()
@@ -686,14 +702,17 @@ class SiglipForImageClassification(PreTrainedModel):
         interpolate_pos_encoding: bool = False,
         **kwargs: Any,
     ) -> ImageClassifierOutput | tuple:
+        vision_inputs = {"pixel_values": pixel_values, "interpolate_pos_encoding": interpolate_pos_encoding}
+        return self._classify(vision_inputs, labels, kwargs)
+
+    def _classify(
+        self, vision_inputs: dict[str, Any], labels: torch.Tensor | None, kwargs: dict[str, Any]
+    ) -> ImageClassifierOutput | tuple:
         output_attentions, output_hidden_states, return_dict = _check_output_flags(kwargs, type(self).__name__)
         out = self.vision_model(
-            pixel_values=pixel_values,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+            **vision_inputs, output_attentions=output_attentions, output_hidden_states=output_hidden_states
         )
-        logits = self.classifier(self._pool(out.last_hidden_state))
+        logits = self.classifier(self._pool(out.last_hidden_state, **vision_inputs))
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
         result = ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
