@@ -29,6 +29,10 @@ SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 TORCH_WEIGHTS_NAME = "pytorch_model.bin"
 TORCH_WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
 
+# `siglip-demo` names the tiny model trained by this project and shipped inside the package.
+DEMO_MODEL = "siglip-demo"
+DEMO_FOLDER = Path(__file__).resolve().parent / "assets" / "demo"
+
 # Files a model or processor folder may need; only these are fetched from the hub.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
 
@@ -88,6 +92,10 @@ def resolve_folder(
     Hub ids go through ``huggingface_hub.snapshot_download`` (which honours ``HF_HUB_OFFLINE``, ``HF_HOME`` and
     ``HF_HUB_CACHE``) and fetch only the files we read. Offline and not cached gives an error that says so.
     """
+    if str(name_or_path) == DEMO_MODEL:
+        if not DEMO_FOLDER.is_dir():
+            raise CheckpointError(f"the bundled demo model is missing from this install ({DEMO_FOLDER})")
+        return DEMO_FOLDER
     path = Path(os.path.expanduser(str(name_or_path)))
     if path.is_dir():
         folder = path / subfolder if subfolder else path
