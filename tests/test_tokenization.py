@@ -9,10 +9,8 @@ folders: SigLIP v1, SigLIP2 NaFlex (``model_type`` "siglip2") and SigLIP2 FixRes
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
-import random
 import shutil
 from pathlib import Path
 
@@ -26,7 +24,15 @@ import siglip
 from siglip.hub import CheckpointError
 from siglip.tokenization import AutoTokenizer, GemmaTokenizer, Siglip2Tokenizer, SiglipTokenizer
 
-GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+from builders import (  # noqa: E402  (tests/ is on sys.path)
+    corpus,
+    gemma_tokenizer_json,
+    train_sentencepiece,
+    write_gemma_tokenizer,
+    write_json,
+    write_siglip_tokenizer,
+)
+
 LONG = "A picture of a laptop with the lockscreen on, a cup of cappucino, salt and pepper grinders. " * 12
 
 TEXTS = [
@@ -92,106 +98,14 @@ pytestmark = pytest.mark.filterwarnings("ignore:This sequence already has")
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _corpus(n: int = 2500, seed: int = 0) -> list[str]:
-    """Multilingual-ish lines: English, accents, CJK, Cyrillic, Arabic, emoji, made-up words, punctuation."""
-    rng = random.Random(seed)
-    words = (
-        "the real mountain view zürich san francisco picture of a laptop with lockscreen cup cappuccino salt "
-        "pepper grinders window reveals lake alps city background photo cat cats dog dogs blue circle red green "
-        "café naïve résumé straße ångström 東京 北京 猫 犬 写真 こんにちは 世界 안녕하세요 москва привет γειά σου "
-        "مرحبا שלום नमस्ते 🙂 🐱 🚀 👍🏽 2 2023 1.5"
-    ).split()
-    syllables = ["ka", "to", "ri", "mon", "ste", "lu", "ver", "ing", "tion", "al", "pre", "ex", "qu", "zy"]
-    words += ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(300)]
-    punct = [".", ",", "!", "?", "'s", "-", "...", ":", ";", "(", ")", '"']
-    lines = []
-    for _ in range(n):
-        line = []
-        for _ in range(rng.randint(1, 14)):
-            word = rng.choice(words)
-            word = word.upper() if rng.random() < 0.1 else word.capitalize() if rng.random() < 0.2 else word
-            line.append(word + (rng.choice(punct) if rng.random() < 0.15 else ""))
-        lines.append(" ".join(line))
-    return lines
-
-
-def _special(content: str, strip: bool) -> dict:
-    return {"content": content, "lstrip": strip, "normalized": False, "rstrip": strip, "single_word": False,
-            "special": True}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-
-
-def _train_sentencepiece(lines: list[str], **options) -> bytes:
-    import sentencepiece as spm
-
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, vocab_size=700, model_type="unigram",
-        pad_id=0, pad_piece="<pad>", eos_id=1, eos_piece="</s>", unk_id=2, unk_piece="<unk>", bos_id=-1,
-        character_coverage=1.0, hard_vocab_limit=False, minloglevel=2, num_threads=1, **options,
-    )
-    return model.getvalue()
-
-
-def _write_siglip(folder: Path, lines: list[str]) -> None:
-    folder.mkdir(parents=True)
-    (folder / "spiece.model").write_bytes(_train_sentencepiece(lines))
-    _write_json(folder / "tokenizer_config.json", {
-        "added_tokens_decoder": {"1": _special("</s>", True), "2": _special("<unk>", True)},
-        "additional_special_tokens": [], "clean_up_tokenization_spaces": True, "do_lower_case": True,
-        "eos_token": "</s>", "model_input_names": ["input_ids"], "model_max_length": 64, "pad_token": "</s>",
-        "processor_class": "SiglipProcessor", "sp_model_kwargs": {}, "tokenizer_class": "SiglipTokenizer",
-        "unk_token": "<unk>",
-    })
-    _write_json(folder / "special_tokens_map.json", {
-        "eos_token": _special("</s>", True), "pad_token": _special("</s>", True), "unk_token": _special("<unk>", True),
-    })
-    _write_json(folder / "config.json", {"model_type": "siglip"})
-
-
-def _gemma_tokenizer_json(lines: list[str]) -> dict:
-    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
-
-    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
-    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tok.normalizer = normalizers.Replace(" ", "▁")
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
-    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=GEMMA_SPECIALS + byte_tokens, show_progress=False)
-    tok.train_from_iterator(lines, trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A:0 <eos>:0", pair="$A:0 <eos>:0 $B:1 <eos>:1", special_tokens=[("<eos>", 1)]
-    )
-    data = json.loads(tok.to_str())
-    # Gemma keeps its byte tokens in the model vocabulary, not among the added tokens.
-    data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] in GEMMA_SPECIALS]
-    return data
-
-
-def _write_gemma(folder: Path, tokenizer_json: dict, model_type: str) -> None:
-    folder.mkdir(parents=True)
-    _write_json(folder / "tokenizer.json", tokenizer_json)
-    _write_json(folder / "tokenizer_config.json", {
-        "add_bos_token": False, "add_eos_token": True,
-        "added_tokens_decoder": {str(i): _special(c, False) for i, c in enumerate(GEMMA_SPECIALS)},
-        "bos_token": "<bos>", "clean_up_tokenization_spaces": False, "do_lower_case": True, "eos_token": "<eos>",
-        "mask_token": "<mask>", "model_input_names": ["input_ids"], "model_max_length": 64, "pad_token": "<pad>",
-        "padding_side": "right", "processor_class": "SiglipProcessor", "tokenizer_class": "GemmaTokenizer",
-        "unk_token": "<unk>",
-    })
-    _write_json(folder / "config.json", {"model_type": model_type})
-
-
 @pytest.fixture(scope="session")
 def folders(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tokenizers")
-    lines = _corpus()
-    _write_siglip(root / "siglip", lines)
-    gemma = _gemma_tokenizer_json(lines)
-    _write_gemma(root / "siglip2", gemma, "siglip2")
-    _write_gemma(root / "fixres", gemma, "siglip")
+    lines = corpus()
+    write_siglip_tokenizer(root / "siglip", lines)
+    gemma = gemma_tokenizer_json(lines)
+    write_gemma_tokenizer(root / "siglip2", gemma, "siglip2")
+    write_gemma_tokenizer(root / "fixres", gemma, "siglip")
     return {"siglip": root / "siglip", "siglip2": root / "siglip2", "fixres": root / "fixres"}
 
 
@@ -225,7 +139,7 @@ def variant(folders, tmp_path: Path, base: str, *, config=None, model_config=Non
         if edit is not None:
             data = json.loads((folder / name).read_text(encoding="utf-8"))
             edit(data)
-            _write_json(folder / name, data)
+            write_json(folder / name, data)
     for name in remove:
         (folder / name).unlink()
     return folder
@@ -396,7 +310,7 @@ def test_siglip_decode_cleans_up_spaces_like_transformers(both):
 def test_sentencepiece_keeping_whitespace_matches_transformers(folders, tmp_path):
     # A model that keeps whitespace yields a lone "▁" before special tokens, which transformers drops.
     folder = variant(folders, tmp_path, "siglip")
-    (folder / "spiece.model").write_bytes(_train_sentencepiece(_corpus(), remove_extra_whitespaces=False))
+    (folder / "spiece.model").write_bytes(train_sentencepiece(corpus(), remove_extra_whitespaces=False))
     ours, theirs = AutoTokenizer.from_pretrained(folder), hf_load(folder)
     assert_same_encoding(ours, theirs, texts=[*TEXTS, " </s>", "▁</s> x", "\u2581 <unk>"])
     for text in TEXTS:

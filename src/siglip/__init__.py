@@ -51,6 +51,11 @@ _EXPORTS: dict[str, str] = {
     "SiglipProcessor": "processing",
     "Siglip2Processor": "processing",
     "AutoProcessor": "processing",
+    "ImageLoadError": "image_processing",
+    # pipeline and embeddings
+    "pipeline": "pipeline",
+    "ZeroShotImageClassificationPipeline": "pipeline",
+    "EmbeddingStore": "store",
     # training
     "sigmoid_loss": "loss",
     "distributed_sigmoid_loss": "loss",

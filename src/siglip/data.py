@@ -1,0 +1,120 @@
+"""Finding images and decoding them for batch jobs, with bad files skipped and reported instead of fatal.
+
+Decoding and preprocessing can run in worker processes (``num_workers``) through a torch ``DataLoader`` so that
+they overlap with the model; each item comes back either as model inputs or as an error message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".ico"}
+)
+
+
+def find_images(inputs: Sequence[str | os.PathLike], extensions: frozenset[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Absolute, sorted, de-duplicated image paths from files and folders (folders are searched recursively).
+
+    A file named explicitly is always included (if it is not an image it is reported later as unreadable);
+    inside folders only files with an image extension are taken. A path that does not exist is an error.
+    """
+    found: set[Path] = set()
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_file():
+            found.add(path.resolve())
+        elif path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in files:
+                    if Path(name).suffix.lower() in extensions:
+                        found.add((Path(root) / name).resolve())
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    return sorted(found)
+
+
+@dataclass
+class FileInfo:
+    """What the embedding store records about a source file."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    width: int = 0
+    height: int = 0
+
+
+@dataclass
+class Batch:
+    """A decoded batch: model inputs for the good items, error messages for the bad ones."""
+
+    infos: list[FileInfo] = field(default_factory=list)
+    inputs: dict[str, torch.Tensor] | None = None
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Decode + preprocess one file per item; failures become (path, message) instead of exceptions."""
+
+    def __init__(self, paths: Sequence[Path], image_processor: Any):
+        self.paths = list(paths)
+        self.image_processor = image_processor
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[FileInfo | None, dict[str, torch.Tensor] | None, tuple[str, str] | None]:
+        from .image_processing import load_image
+
+        path = self.paths[index]
+        try:
+            stat = path.stat()
+            image = load_image(str(path))
+            info = FileInfo(str(path), stat.st_size, stat.st_mtime_ns, image.width, image.height)
+            inputs = dict(self.image_processor([image], return_tensors="pt"))
+            return info, inputs, None
+        except Exception as e:  # noqa: BLE001 - any decoding failure is reported, never fatal
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if str(path) not in message:
+                message = f"{path}: {message}"
+            return None, None, (str(path), message)
+
+
+def collate(items: list[tuple[FileInfo | None, dict[str, torch.Tensor] | None, tuple[str, str] | None]]) -> Batch:
+    batch = Batch()
+    parts: list[dict[str, torch.Tensor]] = []
+    for info, inputs, error in items:
+        if error is not None:
+            batch.errors.append(error)
+        else:
+            batch.infos.append(info)
+            parts.append(inputs)
+    if parts:
+        batch.inputs = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+    return batch
+
+
+def iter_image_batches(
+    paths: Sequence[Path], image_processor: Any, batch_size: int, num_workers: int = 0
+) -> Iterator[Batch]:
+    """Batches in path order; with ``num_workers`` > 0 decoding runs in that many processes, ahead of the model."""
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    loader = torch.utils.data.DataLoader(
+        ImageFiles(paths, image_processor),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+        prefetch_factor=4 if num_workers else None,
+        persistent_workers=False,
+    )
+    yield from loader

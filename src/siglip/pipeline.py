@@ -1,0 +1,264 @@
+"""Zero-shot image classification and embedding helpers: ``siglip.pipeline("zero-shot-image-classification")``.
+
+Same call and output as transformers' ``ZeroShotImageClassificationPipeline``
+(``pipelines/zero_shot_image_classification.py``), with two differences that matter in practice:
+
+* label embeddings are computed once per set of (labels, template) and cached on the pipeline, and images are
+  batched, so n images x k labels costs n image passes and k text passes (transformers re-encodes every label
+  for every image);
+* the text length is the model's own position-table size (transformers hard-codes 64, which overflows
+  checkpoints with a 16-token table such as siglip-so400m-patch14-224).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_TEMPLATE = "This is a photo of {}."
+TASKS = ("zero-shot-image-classification",)
+
+
+def resolve_pipeline_device(device: Any) -> torch.device:
+    """transformers' conventions: an int is a CUDA index (-1 = CPU); strings and torch.device as usual."""
+    from .hub import resolve_device
+
+    if device == -1:
+        return torch.device("cpu")
+    if isinstance(device, int) and not isinstance(device, bool) and not torch.cuda.is_available():
+        raise ValueError(f"device={device} asks for CUDA GPU {device}, but CUDA is not available on this machine")
+    return resolve_device(device, None)
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def check_labels(candidate_labels: Any, hypothesis_template: Any) -> list[str]:
+    """Validate labels and template with errors that name the problem."""
+    if isinstance(candidate_labels, str):
+        candidate_labels = [candidate_labels]
+    if not isinstance(candidate_labels, (list, tuple)):
+        raise ValueError(f"candidate_labels must be a list of strings, got {type(candidate_labels).__name__}")
+    if not candidate_labels:
+        raise ValueError("candidate_labels is empty: give at least one label")
+    bad = [label for label in candidate_labels if not isinstance(label, str)]
+    if bad:
+        raise ValueError(f"candidate_labels must all be strings; got {bad[:3]!r}")
+    duplicates = sorted({label for label in candidate_labels if candidate_labels.count(label) > 1})
+    if duplicates:
+        raise ValueError(f"candidate_labels has duplicates: {duplicates}")
+    if not isinstance(hypothesis_template, str) or "{}" not in hypothesis_template:
+        raise ValueError(
+            f"hypothesis_template must contain '{{}}' where the label goes, got {hypothesis_template!r} "
+            "(pass '{}' if the labels are already full sentences)"
+        )
+    return list(candidate_labels)
+
+
+class ZeroShotImageClassificationPipeline:
+    """Scores images against free-text labels with a SigLIP / SigLIP2 model (independent sigmoid scores).
+
+    Args:
+        model: a loaded ``SiglipModel`` / ``Siglip2Model``.
+        tokenizer, image_processor: its preprocessing.
+        batch_size: images per forward pass.
+    """
+
+    task = "zero-shot-image-classification"
+
+    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, batch_size: int = 8) -> None:
+        if not hasattr(model, "get_image_features") or not hasattr(model, "logit_scale"):
+            raise ValueError(f"zero-shot classification needs a SiglipModel or Siglip2Model, got {type(model).__name__}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.batch_size = _check_batch_size(batch_size)
+        self._label_cache: dict[tuple[tuple[str, ...], str], torch.Tensor] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def text_length(self) -> int:
+        return self.model.config.text_config.max_position_embeddings
+
+    # -- embeddings ----------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_texts(
+        self, texts: str | Sequence[str], normalize: bool = True, batch_size: int | None = None
+    ) -> torch.Tensor:
+        """Text embeddings (N, D) for a string or list of strings, padded to the model's trained length."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        bad = [t for t in texts if not isinstance(t, str)]
+        if bad:
+            raise ValueError(f"texts must be strings; got {bad[:3]!r}")
+        out = []
+        for chunk in _batches(texts, _check_batch_size(batch_size or max(self.batch_size, 32))):
+            tokens = self.tokenizer(
+                list(chunk), padding="max_length", truncation=True, max_length=self.text_length, return_tensors="pt"
+            )
+            emb = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device))
+            out.append(F.normalize(emb.float(), dim=-1) if normalize else emb.float())
+        if not out:
+            return torch.empty(0, self._embed_dim())
+        return torch.cat(out)
+
+    def preprocess_images(self, images: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Model inputs for a list of already-loaded images, on the model's device and dtype."""
+        batch = self.image_processor(list(images), return_tensors="pt")
+        return dict(batch.to(self.device).to(self.dtype))
+
+    @torch.inference_mode()
+    def embed_pixels(self, inputs: dict[str, torch.Tensor], normalize: bool = True) -> torch.Tensor:
+        emb = self.model.get_image_features(**inputs).float()
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    def encode_images(
+        self, images: Any, normalize: bool = True, batch_size: int | None = None, timeout: float | None = None
+    ) -> torch.Tensor:
+        """Image embeddings (N, D) for paths, URLs, PIL images, arrays or tensors (single or a list)."""
+        from .image_processing import load_image
+
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        out = []
+        for chunk in _batches(items, _check_batch_size(batch_size or self.batch_size)):
+            loaded = [load_image(x, timeout=timeout) if isinstance(x, (str, os.PathLike)) else x for x in chunk]
+            out.append(self.embed_pixels(self.preprocess_images(loaded), normalize))
+        if not out:
+            return torch.empty(0, self._embed_dim())
+        return torch.cat(out)
+
+    def _embed_dim(self) -> int:
+        return self.model.config.text_config.projection_size
+
+    def label_embeddings(self, candidate_labels: Sequence[str], hypothesis_template: str) -> torch.Tensor:
+        """Normalised (k, D) embeddings of the filled-in template, cached per (labels, template)."""
+        key = (tuple(candidate_labels), hypothesis_template)
+        if key not in self._label_cache:
+            sentences = [hypothesis_template.format(label) for label in candidate_labels]
+            self._label_cache[key] = self.encode_texts(sentences)
+        return self._label_cache[key]
+
+    # -- classification --------------------------------------------------------------------------------------------
+    def scores(self, image_embeds: torch.Tensor, label_embeds: torch.Tensor) -> torch.Tensor:
+        """Sigmoid scores (n, k) from normalised embeddings: sigmoid(img . txt * exp(scale) + bias)."""
+        scale = self.model.logit_scale.detach().float().exp().cpu()
+        bias = self.model.logit_bias.detach().float().cpu()
+        logits = image_embeds.cpu() @ label_embeds.cpu().t() * scale + bias
+        return torch.sigmoid(logits)
+
+    def __call__(
+        self,
+        image: Any = None,
+        candidate_labels: Sequence[str] | None = None,
+        hypothesis_template: str = DEFAULT_TEMPLATE,
+        batch_size: int | None = None,
+        top_k: int | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """Classify one image (returns a list of {"score", "label"}) or a list of images (a list of such lists)."""
+        if image is None:
+            image = kwargs.pop("images", None)
+        kwargs.pop("tokenizer_kwargs", None)  # accepted and ignored, as transformers 5 does
+        if kwargs:
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+        if image is None:
+            raise ValueError("zero-shot-image-classification needs an image (a path, URL, PIL image or a list)")
+        if candidate_labels is None:
+            raise ValueError("zero-shot-image-classification needs candidate_labels")
+        labels = check_labels(candidate_labels, hypothesis_template)
+        single = not isinstance(image, (list, tuple))
+        label_embeds = self.label_embeddings(labels, hypothesis_template)
+        image_embeds = self.encode_images(image, batch_size=batch_size, timeout=timeout)
+        results = [rank_labels(row, labels, top_k) for row in self.scores(image_embeds, label_embeds)]
+        return results[0] if single else results
+
+
+def rank_labels(scores: torch.Tensor, labels: Sequence[str], top_k: int | None = None) -> list[dict[str, Any]]:
+    """[{"score", "label"}] sorted by descending score (stable for ties, as transformers)."""
+    ranked = sorted(zip(scores.tolist(), labels, strict=True), key=lambda pair: -pair[0])
+    if top_k is not None:
+        ranked = ranked[: max(int(top_k), 0)]
+    return [{"score": score, "label": label} for score, label in ranked]
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
+def load_model_and_preprocessing(
+    model: str | os.PathLike,
+    dtype: Any = None,
+    device: Any = None,
+    device_map: Any = None,
+    **kwargs: Any,
+) -> tuple[Any, Any, Any]:
+    """Model, tokenizer and image processor from one folder or hub id."""
+    from .auto import AutoModel
+    from .hub import resolve_folder, split_hub_kwargs
+    from .image_processing import AutoImageProcessor
+    from .tokenization import AutoTokenizer
+
+    folder = resolve_folder(model, **split_hub_kwargs(kwargs))
+    if device_map is None:
+        device = resolve_pipeline_device(device)
+    loaded = AutoModel.from_pretrained(folder, dtype=dtype, device=device, device_map=device_map, **kwargs)
+    return loaded, AutoTokenizer.from_pretrained(folder), AutoImageProcessor.from_pretrained(folder)
+
+
+def pipeline(
+    task: str | None = None,
+    model: Any = None,
+    *,
+    tokenizer: Any = None,
+    image_processor: Any = None,
+    processor: Any = None,
+    dtype: Any = None,
+    device: Any = None,
+    device_map: Any = None,
+    batch_size: int = 8,
+    **kwargs: Any,
+) -> ZeroShotImageClassificationPipeline:
+    """``pipeline("zero-shot-image-classification", model="google/siglip2-base-patch16-224")``.
+
+    ``model`` is a folder, a hub id or a loaded model (then pass ``tokenizer`` and ``image_processor``, or a
+    ``processor``). ``dtype`` / ``device`` / ``device_map`` are as in ``from_pretrained`` (an int device is a CUDA
+    index, as in transformers).
+    """
+    task = task or "zero-shot-image-classification"
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} is not supported; siglip provides {', '.join(TASKS)}")
+    if model is None:
+        raise ValueError("pipeline() needs model=: a checkpoint folder, a hub id or a loaded model")
+    legacy_dtype = kwargs.pop("torch_dtype", None)  # transformers' older name for dtype
+    dtype = dtype if dtype is not None else legacy_dtype
+    if isinstance(model, (str, os.PathLike)):
+        loaded, tok, proc = load_model_and_preprocessing(model, dtype=dtype, device=device, device_map=device_map, **kwargs)
+        tokenizer = tokenizer or tok
+        image_processor = image_processor or proc
+        model = loaded
+    else:
+        if processor is not None:
+            tokenizer = tokenizer or processor.tokenizer
+            image_processor = image_processor or processor.image_processor
+        if tokenizer is None or image_processor is None:
+            raise ValueError("with a loaded model, pass tokenizer= and image_processor= (or processor=)")
+        if device is not None or device_map is not None:
+            model = model.to(resolve_pipeline_device(device if device is not None else device_map))
+        if dtype not in (None, "auto"):
+            model = model.to(dtype)
+    return ZeroShotImageClassificationPipeline(model, tokenizer, image_processor, batch_size=batch_size)

@@ -1,0 +1,69 @@
+"""A minimal progress bar on stderr (items, rate, ETA) so long jobs show life without an extra dependency."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class Progress:
+    """``with Progress(total, "embedding", unit="img") as bar: bar.update(n)``; silent when ``disable``."""
+
+    def __init__(
+        self, total: int | None, desc: str = "", unit: str = "it", disable: bool = False, stream: TextIO | None = None
+    ) -> None:
+        self.total, self.desc, self.unit, self.disable = total, desc, unit, disable
+        self.stream = stream or sys.stderr
+        self.count = 0
+        self.start = time.perf_counter()
+        self._last_draw = 0.0
+        self._interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def __enter__(self) -> Progress:
+        self._draw(force=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self.start
+        return self.count / elapsed if elapsed > 0 else 0.0
+
+    def update(self, n: int = 1) -> None:
+        self.count += n
+        self._draw()
+
+    def _line(self) -> str:
+        rate = self.rate
+        if self.total:
+            frac = min(self.count / self.total, 1.0)
+            bar = "#" * int(frac * 24)
+            eta = (self.total - self.count) / rate if rate > 0 else 0.0
+            return (
+                f"{self.desc} [{bar:<24}] {self.count}/{self.total} {self.unit} "
+                f"{rate:.1f} {self.unit}/s, {eta:.0f}s left"
+            )
+        return f"{self.desc} {self.count} {self.unit} {rate:.1f} {self.unit}/s"
+
+    def _draw(self, force: bool = False) -> None:
+        if self.disable:
+            return
+        now = time.perf_counter()
+        # Redraw in place on a terminal; in logs, write a line at most every 10 s.
+        interval = 0.1 if self._interactive else 10.0
+        if not force and now - self._last_draw < interval:
+            return
+        self._last_draw = now
+        end = "\r" if self._interactive else "\n"
+        self.stream.write(self._line() + end)
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.disable:
+            return
+        self.stream.write(self._line() + "\n")
+        self.stream.flush()
+        self.disable = True
