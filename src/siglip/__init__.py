@@ -53,8 +53,8 @@ _EXPORTS: dict[str, str] = {
     "AutoProcessor": "processing",
     "ImageLoadError": "image_processing",
     # pipeline and embeddings
-    "pipeline": "pipeline",
-    "ZeroShotImageClassificationPipeline": "pipeline",
+    "pipeline": "pipelines",
+    "ZeroShotImageClassificationPipeline": "pipelines",
     "EmbeddingStore": "store",
     # training
     "sigmoid_loss": "loss",

@@ -67,7 +67,7 @@ def _positive(name: str, value: int) -> int:
 def load_pipeline(args: argparse.Namespace, model: str | None = None) -> Any:
     """The zero-shot pipeline for ``--model`` with ``--device`` / ``--dtype`` / ``--batch-size``."""
     from .hub import CheckpointError
-    from .pipeline import pipeline
+    from .pipelines import pipeline
 
     name = model or args.model
     device_map = "auto" if args.device == "auto" else None
@@ -120,7 +120,7 @@ def _read_labels(args: argparse.Namespace) -> list[str]:
 def cmd_classify(args: argparse.Namespace) -> int:
     from .data import find_images, iter_image_batches
     from .image_processing import load_image
-    from .pipeline import check_labels, rank_labels
+    from .pipelines import check_labels, rank_labels
     from .progress import Progress
 
     labels = check_labels(_read_labels(args), args.template)
