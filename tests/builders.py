@@ -196,3 +196,22 @@ def write_checkpoint(
     model.eval().save_pretrained(folder)
     write_json(folder / "preprocessor_config.json", _preprocessor_config(family, image_size, patch_size, max_num_patches))
     return folder
+
+
+def install_in_hub_cache(cache: Path, repo_id: str, source: Path) -> Path:
+    """Copy a folder into a Hugging Face hub cache as huggingface_hub lays it out (blobs, snapshot, refs/main)."""
+    import os
+    import shutil
+
+    repo = Path(cache) / ("models--" + repo_id.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for file in Path(source).iterdir():
+        blob = repo / "blobs" / (file.name + ".blob")
+        shutil.copy(file, blob)
+        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot

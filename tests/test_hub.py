@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_close, build_hf_model, save_hf
 from safetensors.torch import load_file, save_file
 
 import siglip
 from siglip.hub import CheckpointError
+
+from builders import install_in_hub_cache
+from conftest import assert_close, build_hf_model, save_hf
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -172,22 +174,6 @@ def test_cuda_load_matches_cpu(checkpoint):
     assert_close(out, cpu, rtol=1e-4)
 
 
-def _fake_hub_cache(cache: Path, repo_id: str, source: Path) -> Path:
-    """The folder layout huggingface_hub writes: blobs, a snapshot of symlinks, and refs/main."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir()
-    for file in source.iterdir():
-        blob = repo / "blobs" / (file.name + ".blob")
-        shutil.copy(file, blob)
-        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot
-
-
 def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -200,7 +186,7 @@ def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def test_hub_id_from_local_cache_offline(siglip_checkpoint, tmp_path):
     cache = tmp_path / "hub"
-    _fake_hub_cache(cache, "google/siglip-base-patch16-224", siglip_checkpoint)
+    install_in_hub_cache(cache, "google/siglip-base-patch16-224", siglip_checkpoint)
     code = """
         import siglip, torch
         m = siglip.AutoModel.from_pretrained("google/siglip-base-patch16-224")

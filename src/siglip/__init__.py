@@ -56,6 +56,9 @@ _EXPORTS: dict[str, str] = {
     "pipeline": "pipelines",
     "ZeroShotImageClassificationPipeline": "pipelines",
     "EmbeddingStore": "store",
+    # quantization
+    "BitsAndBytesConfig": "quantization",
+    "quantize_int8": "quantization",
     # training
     "sigmoid_loss": "loss",
     "distributed_sigmoid_loss": "loss",

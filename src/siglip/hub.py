@@ -68,7 +68,12 @@ _HUB_OPTIONS = ("revision", "cache_dir", "local_files_only", "token", "force_dow
 
 
 def split_hub_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Pop the hub options out of ``kwargs`` (in place) and return them."""
+    """Pop the hub options out of ``kwargs`` (in place) and return them.
+
+    ``trust_remote_code`` is popped and dropped: accepted for drop-in compatibility, but no code from a
+    checkpoint folder is ever imported (only ``HUB_PATTERNS`` files are even downloaded).
+    """
+    kwargs.pop("trust_remote_code", None)
     return {k: kwargs.pop(k) for k in list(kwargs) if k in _HUB_OPTIONS}
 
 
@@ -467,8 +472,11 @@ def load_pretrained(
     """Build ``model_class`` from a checkpoint folder or hub id; see ``PreTrainedModel.from_pretrained``."""
     from .modeling_utils import check_attn_implementation
 
-    if kwargs.get("quantization_config") is not None:
-        raise ValueError("quantization_config is not supported by this version of siglip")
+    quantization_config = kwargs.pop("quantization_config", None)
+    if quantization_config is not None:
+        from .quantization import check_bitsandbytes
+
+        check_bitsandbytes(quantization_config)  # fail before reading any weights
     kwargs.pop("trust_remote_code", None)  # we never run remote code; accepted for drop-in compatibility
     kwargs.pop("low_cpu_mem_usage", None)
     hub_kwargs = split_hub_kwargs(kwargs)
@@ -499,7 +507,8 @@ def load_pretrained(
         if tuple(infos[name].shape) != tuple(expected[key].shape)
     ]
     if missing or unexpected or mismatched:
-        lines = [f"the weights in {folder} do not fit {model_class.__name__} with its config.json:"]
+        files = ", ".join(sorted({info.file.name for info in infos.values()}))
+        lines = [f"the weights in {folder} ({files}) do not fit {model_class.__name__} with its config.json:"]
         if missing:
             lines.append(f"  missing ({len(missing)}): {_format_keys(missing)}")
         if unexpected:
@@ -520,6 +529,11 @@ def load_pretrained(
             model_class.__name__,
             _format_keys(fresh),
         )
+    if quantization_config is not None:
+        from .quantization import apply_bitsandbytes
+
+        target = target_device if target_device.type == "cuda" else torch.device("cuda")
+        model = apply_bitsandbytes(model, quantization_config, target)
     model.eval()
     return model
 

@@ -687,9 +687,18 @@ class SiglipForImageClassification(PreTrainedModel):
         self.reset_classifier()
 
     def reset_classifier(self) -> None:
+        """A fresh head: normal(std = D**-0.5 * initializer_factor), zero bias.
+
+        The two earlier draws are overwritten; they are there so that the random stream is consumed exactly as
+        transformers consumes it (generic init, then LeCun normal, then this normal), so that after
+        ``torch.manual_seed(s)`` a head created by ``from_pretrained`` on a base checkpoint is the same tensor in
+        both libraries (the seed document's classification example prints a prediction made by such a head).
+        """
         if isinstance(self.classifier, nn.Linear):
-            std = self.config.vision_config.hidden_size**-0.5 * self.config.initializer_factor
-            nn.init.normal_(self.classifier.weight, std=std)
+            weight = self.classifier.weight
+            nn.init.normal_(weight, std=self.config.initializer_factor)
+            lecun_normal_(weight)
+            nn.init.normal_(weight, std=self.config.vision_config.hidden_size**-0.5 * self.config.initializer_factor)
             nn.init.zeros_(self.classifier.bias)
 
     def _pool(self, last_hidden_state: torch.Tensor, **_: Any) -> torch.Tensor:
