@@ -17,9 +17,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_close, build_hf_model
 from siglip.loss import distributed_sigmoid_loss, sigmoid_loss
 from siglip.modeling_siglip import sigmoid_loss_from_logits
+
+from conftest import assert_close, build_hf_model
 
 DIM = 16
 SCALE, BIAS = 2.1, -3.7  # raw parameters: exp(2.1) ~ 8.2, so both sigmoid tails are exercised

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from conftest import assert_close, build_hf_model, save_hf
 
 import siglip
+
+from conftest import assert_close, build_hf_model, save_hf
 
 IMPLS = ["eager", "sdpa"]
 

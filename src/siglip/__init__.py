@@ -59,6 +59,7 @@ _EXPORTS: dict[str, str] = {
     # quantization
     "BitsAndBytesConfig": "quantization",
     "quantize_int8": "quantization",
+    "compile_model": "compilation",
     # training
     "sigmoid_loss": "loss",
     "distributed_sigmoid_loss": "loss",

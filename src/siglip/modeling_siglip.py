@@ -70,6 +70,12 @@ def lecun_normal_(tensor: torch.Tensor) -> None:
     nn.init.trunc_normal_(tensor, std=math.sqrt(1.0 / fan_in) / 0.87962566103423978)
 
 
+def _embedding(num: int, dim: int) -> nn.Embedding:
+    """An nn.Embedding without torch's default init (``init_weights`` sets the real values; under the meta device
+    the default ``normal_`` would import torch._dynamo, seconds of start-up for nothing)."""
+    return nn.Embedding(num, dim, _weight=torch.empty(num, dim))
+
+
 def padding_mask_to_attention_bias(
     attention_mask: torch.Tensor | None, dtype: torch.dtype, implementation: str
 ) -> torch.Tensor | None:
@@ -301,8 +307,8 @@ def _check_output_flags(kwargs: dict[str, Any], owner: str) -> tuple[bool, bool,
 class SiglipTextEmbeddings(nn.Module):
     def __init__(self, config: SiglipTextConfig):
         super().__init__()
-        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_embedding = _embedding(config.vocab_size, config.hidden_size)
+        self.position_embedding = _embedding(config.max_position_embeddings, config.hidden_size)
 
     def reset_parameters_siglip(self) -> None:
         for emb in (self.token_embedding, self.position_embedding):
@@ -411,7 +417,7 @@ class SiglipVisionEmbeddings(nn.Module):
             config.num_channels, self.embed_dim, kernel_size=self.patch_size, stride=self.patch_size, padding="valid"
         )
         self.num_patches = (config.image_size // config.patch_size) ** 2
-        self.position_embedding = nn.Embedding(self.num_patches, self.embed_dim)
+        self.position_embedding = _embedding(self.num_patches, self.embed_dim)
 
     def reset_parameters_siglip(self) -> None:
         nn.init.normal_(self.position_embedding.weight, std=1 / math.sqrt(self.embed_dim))

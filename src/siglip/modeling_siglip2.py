@@ -32,6 +32,7 @@ from .modeling_siglip import (
     SiglipTextModel,
     SiglipVisionModel,
     _check_output_flags,
+    _embedding,
     check_pixel_values,
     lecun_normal_,
 )
@@ -82,7 +83,7 @@ class Siglip2VisionEmbeddings(nn.Module):
         self.patch_embedding = nn.Linear(config.num_channels * self.patch_size**2, self.embed_dim)
         self.num_patches = config.num_patches
         self.position_embedding_size = int(round(self.num_patches**0.5))  # s; the config checks s*s == num_patches
-        self.position_embedding = nn.Embedding(self.num_patches, self.embed_dim)
+        self.position_embedding = _embedding(self.num_patches, self.embed_dim)
 
     def reset_parameters_siglip(self) -> None:
         nn.init.normal_(self.position_embedding.weight, std=self.embed_dim**-0.5)

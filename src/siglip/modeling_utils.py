@@ -145,7 +145,13 @@ class PreTrainedModel(nn.Module):
 
     # -- construction / weights ------------------------------------------------------------------------------
     def init_weights(self) -> None:
-        """Initialise every parameter as transformers' ``_init_weights`` does (used when training from scratch)."""
+        """Initialise every parameter as transformers' ``_init_weights`` does (used when training from scratch).
+
+        Skipped on the meta device, where ``from_pretrained`` builds the model before streaming in the weights: the
+        init functions would be no-ops there, and on meta tensors they import torch._dynamo (seconds of start-up).
+        """
+        if any(p.is_meta for p in self.parameters()):
+            return
         for module in self.modules():
             init = getattr(module, "reset_parameters_siglip", None)
             if init is not None:

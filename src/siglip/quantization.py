@@ -131,3 +131,16 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     targets = {id(linear) for _, _, linear in _linear_layers(model, ["classifier"])}
     quantize_(model, Int8WeightOnlyConfig(), filter_fn=lambda m, _: id(m) in targets)
     return model
+
+
+def is_quantized(weight: torch.Tensor) -> bool:
+    """Whether a weight is a quantized tensor subclass (torchao) rather than a plain floating tensor."""
+    return type(weight) not in (torch.Tensor, nn.Parameter) and hasattr(weight, "__tensor_flatten__")
+
+
+def weight_bytes(weight: torch.Tensor) -> int:
+    """Bytes actually stored for a weight, looking inside quantized tensor subclasses (data, scales, ...)."""
+    if not is_quantized(weight):
+        return weight.numel() * weight.element_size()
+    names, _ = weight.__tensor_flatten__()
+    return sum(weight_bytes(getattr(weight, name)) for name in names)

@@ -1,0 +1,114 @@
+"""Opt-in fast paths keep parity: bf16 on CPU, torchao int8 weights, torch.compile, bitsandbytes (CUDA only); and
+the benchmark command runs end to end on tiny models (benchmarks are never timed tests)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import siglip
+
+from builders import write_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("fast") / "m", "siglip", seed=2,
+                            text={"hidden_size": 64, "num_attention_heads": 4},
+                            vision={"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4})
+
+
+def _inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 1000, (3, 64), generator=g)
+
+
+def _embeds(model, pixels, ids):
+    with torch.inference_mode():
+        out = model(input_ids=ids, pixel_values=pixels.to(model.dtype))
+    return out.image_embeds.float(), out.text_embeds.float()
+
+
+def test_bf16_embeddings_cosine_to_fp32(folder):
+    pixels, ids = _inputs()
+    ref = _embeds(siglip.AutoModel.from_pretrained(folder), pixels, ids)
+    bf16 = _embeds(siglip.AutoModel.from_pretrained(folder, dtype=torch.bfloat16), pixels, ids)
+    for a, b in zip(bf16, ref, strict=True):
+        assert F.cosine_similarity(a, b).min() >= 0.999
+
+
+def test_int8_weights_keep_cosine_and_shrink_memory(folder):
+    pytest.importorskip("torchao", reason="the quant extra (torchao) is part of the test install")
+    pixels, ids = _inputs(1)
+    model = siglip.AutoModel.from_pretrained(folder)
+    ref = _embeds(model, pixels, ids)
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    fp32_bytes = sum(m.weight.numel() * 4 for m in linears)
+    siglip.quantize_int8(model)
+    stored = {id(m): siglip.quantization.weight_bytes(m.weight) for m in linears}
+    # every linear layer but the MAP head's attention projections holds int8 data now
+    int8 = [m for m in linears if siglip.quantization.is_quantized(m.weight)]
+    assert len(int8) == len(linears) > 10
+    assert sum(stored.values()) < 0.3 * fp32_bytes
+    embeds = _embeds(model, pixels, ids)
+    for a, b in zip(embeds, ref, strict=True):
+        assert F.cosine_similarity(a, b).min() >= 0.99
+
+
+def test_compile_model_matches_eager(folder):
+    model = siglip.AutoModel.from_pretrained(folder)
+    pixels, ids = _inputs(2)
+    ref = _embeds(model, pixels, ids)
+    siglip.compile_model(model)
+    out = _embeds(model, pixels, ids)
+    for a, b in zip(out, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="call model.eval"):
+        siglip.compile_model(siglip.AutoModel.from_pretrained(folder).train())
+
+
+def test_bitsandbytes_without_cuda_fails_in_one_line(folder):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the real 4-bit path is exercised by test_bitsandbytes_4bit_on_cuda")
+    config = siglip.BitsAndBytesConfig(load_in_4bit=True)
+    with pytest.raises(ValueError) as info:
+        siglip.AutoModel.from_pretrained(folder, quantization_config=config, device_map="auto")
+    message = str(info.value)
+    assert "\n" not in message and "needs a CUDA GPU" in message
+    with pytest.raises(ValueError, match="load_in_4bit and load_in_8bit can't both be True"):
+        siglip.BitsAndBytesConfig(load_in_4bit=True, load_in_8bit=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bitsandbytes_4bit_on_cuda(folder):
+    pytest.importorskip("bitsandbytes")
+    pixels, ids = _inputs(3)
+    ref = _embeds(siglip.AutoModel.from_pretrained(folder), pixels, ids)
+    model = siglip.AutoModel.from_pretrained(
+        folder, quantization_config=siglip.BitsAndBytesConfig(load_in_4bit=True), device_map="auto"
+    )
+    with torch.inference_mode():
+        out = model(input_ids=ids.cuda(), pixel_values=pixels.cuda())
+    assert F.cosine_similarity(out.image_embeds.float().cpu(), ref[0]).min() > 0.9
+
+
+def test_benchmark_command_runs_on_tiny_models(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path / "r.md"),
+         "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (tmp_path / "r.md").read_text()
+    for row in ("image emb/s, float32, batch 1", "image emb/s, bfloat16, batch 4", "text emb/s", "zero-shot job",
+                "cold start", "preprocessing", "peak RSS while loading", "int8 weights"):
+        assert row in report, row
+    assert "identical output" in report
