@@ -249,14 +249,14 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _embed_images(args: argparse.Namespace, store: Any) -> int:
-    from .data import find_images, iter_image_batches
+    from .data import find_images, iter_image_batches, stat_files
     from .progress import Progress
 
     paths = find_images(args.inputs)
     pipe = load_pipeline(args)
     manifest = _manifest(pipe, args.model, "image")
     store.prepare(manifest)
-    current = {str(p): p.stat() for p in paths}
+    current, unreadable = stat_files(paths)  # broken links and vanished files are skipped and reported
     rows, _, _ = store.read("path")
     unchanged = {
         r["path"]
@@ -267,17 +267,22 @@ def _embed_images(args: argparse.Namespace, store: Any) -> int:
     }
     stale = [r["path"] for r in rows if r["path"] not in unchanged]
     kept = store.compact("path", stale)
-    todo = [p for p in paths if str(p) not in unchanged]
+    todo = [p for p in paths if str(p) in current and str(p) not in unchanged]
     log.info("%d images: %d already embedded, %d to embed, %d stale rows dropped", len(paths), kept, len(todo), len(stale))
     writer = _ShardWriter(store, args.shard_size)
     errors: list[tuple[str, str]] = []
+
+    def skip(failures: list[tuple[str, str]]) -> None:
+        errors.extend(failures)
+        if not args.quiet:
+            for _, message in failures:
+                print(f"siglip: skipped {message}", file=sys.stderr)
+
+    skip(unreadable)
     try:
         with Progress(len(todo), "embedding", unit="img", disable=args.quiet) as bar:
             for batch in iter_image_batches(todo, pipe.image_processor, args.batch_size, args.num_workers):
-                for path, message in batch.errors:
-                    errors.append((path, message))
-                    if not args.quiet:
-                        print(f"siglip: skipped {message}", file=sys.stderr)
+                skip(batch.errors)
                 if batch.inputs is not None:
                     inputs = {
                         k: v.to(pipe.device, pipe.dtype if v.is_floating_point() else v.dtype)

@@ -24,21 +24,56 @@ def find_images(inputs: Sequence[str | os.PathLike], extensions: frozenset[str] 
 
     A file named explicitly is always included (if it is not an image it is reported later as unreadable);
     inside folders only files with an image extension are taken. A path that does not exist is an error.
+    Symbolic links are resolved; a broken one (or a link loop) keeps its own name and is reported when read.
     """
     found: set[Path] = set()
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_file():
-            found.add(path.resolve())
+            found.add(_absolute(path))
         elif path.is_dir():
             for root, dirs, files in os.walk(path):
                 dirs.sort()
                 for name in files:
                     if Path(name).suffix.lower() in extensions:
-                        found.add((Path(root) / name).resolve())
+                        found.add(_absolute(Path(root) / name))
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     return sorted(found)
+
+
+def _absolute(path: Path) -> Path:
+    try:
+        return path.resolve(strict=True)
+    except (OSError, RuntimeError):  # broken link, link loop (RuntimeError before Python 3.13), vanished file
+        return path.absolute()
+
+
+def stat_files(paths: Sequence[Path]) -> tuple[dict[str, os.stat_result], list[tuple[str, str]]]:
+    """``{path: stat}`` of the files that can be read, and ``(path, message)`` for those that can't."""
+    stats: dict[str, os.stat_result] = {}
+    errors: list[tuple[str, str]] = []
+    for path in paths:
+        try:
+            stats[str(path)] = path.stat()
+        except OSError as e:
+            errors.append((str(path), _unreadable(path, e)))
+    return stats, errors
+
+
+def _unreadable(path: Path, error: OSError) -> str:
+    return f"{path}: cannot read the file ({error.strerror or error})"
+
+
+def _bad_file_name(path: Path) -> str | None:
+    """Why a file name that is not valid UTF-8 is skipped (None for a good name): the store and the JSON / CSV
+    outputs could not record it, since Python keeps its bytes as lone surrogates that no UTF-8 writer accepts.
+    The message shows them escaped (\\udcXX), so that printing it can't fail either."""
+    name = str(path)
+    printable = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    if printable == name:
+        return None
+    return f"{printable}: the file name is not valid UTF-8; rename the file to include it"
 
 
 @dataclass
@@ -75,8 +110,14 @@ class ImageFiles(torch.utils.data.Dataset):
         from .image_processing import load_image
 
         path = self.paths[index]
+        bad_name = _bad_file_name(path)
+        if bad_name:
+            return None, None, (str(path), bad_name)
         try:
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except OSError as e:  # a broken link, or a file deleted since the folder was listed
+                raise ValueError(_unreadable(path, e)) from None
             image = load_image(str(path))
             info = FileInfo(str(path), stat.st_size, stat.st_mtime_ns, image.width, image.height)
             inputs = dict(self.image_processor([image], return_tensors="pt"))

@@ -189,6 +189,7 @@ def load_image(image: str | os.PathLike | Image.Image, timeout: float | None = 1
         ``convert("RGB")``. Like transformers, that conversion drops an alpha band without compositing (pass the
         opened image, ``Image.open(path)``, to a processor to composite it onto white instead); a palette's
         transparent colour survives in ``info["transparency"]``, and the processors composite that colour onto white.
+        16-bit and float images are clipped to [0, 255] by that conversion, not rescaled (a warning says so).
 
     Raises:
         ImageLoadError: the file or URL is missing, unreachable, empty, truncated, not an image, has a zero
@@ -196,6 +197,7 @@ def load_image(image: str | os.PathLike | Image.Image, timeout: float | None = 1
     """
     if isinstance(image, os.PathLike):
         image = os.fspath(image)
+    name = "the image"
     if isinstance(image, str):
         if image.startswith(("http://", "https://")):
             name = image
@@ -214,6 +216,7 @@ def load_image(image: str | os.PathLike | Image.Image, timeout: float | None = 1
             f"load_image takes a path, URL, base64 string or PIL image, got {type(image).__name__}; numpy arrays "
             "and torch tensors go to the image processor directly"
         )
+    _warn_if_clipped(image, name)
     # convert() to the same mode returns a copy; an RGB image needs none
     return image if image.mode == "RGB" else image.convert("RGB")
 
@@ -260,6 +263,29 @@ def _flatten(images: Any) -> list[Any]:
         f"images must be PIL images, numpy arrays, torch tensors, paths or URLs (or lists of them), got "
         f"{type(images).__name__}"
     )
+
+
+# 16-bit, 32-bit integer and float modes: convert("RGB") clips their values to [0, 255] instead of rescaling.
+_WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _warn_if_clipped(image: Image.Image, name: str) -> None:
+    """Warn when converting ``image`` to 8-bit RGB, as Pillow and transformers do, loses its values.
+
+    16-bit and float values outside [0, 255] are clipped (a full-range 16-bit PNG comes out almost white), and
+    floats in [0, 1] are truncated to 0 or 1 (almost black). The conversion is kept for parity; the warning says
+    how to get a faithful result.
+    """
+    if image.mode not in _WIDE_MODES:
+        return
+    low, high = image.getextrema()
+    if low < 0 or high > 255 or (image.mode == "F" and 0 < high <= 1):
+        warnings.warn(
+            f"{name}: mode {image.mode} with values in [{low}, {high}] is converted to 8-bit RGB as Pillow and "
+            "transformers do: clipped to [0, 255], not rescaled. For a faithful result pass a uint8 array (e.g. "
+            "values // 257 for 16 bits) or a float array in [0, 1] with do_rescale=False.",
+            stacklevel=3,
+        )
 
 
 def _pil_to_rgb(image: Image.Image) -> Image.Image:
@@ -509,6 +535,7 @@ class _ImageProcessorBase:
             if image.width == 0 or image.height == 0:
                 raise ValueError(f"image {index} has a zero dimension ({image.width}x{image.height})")
             if opts["do_convert_rgb"]:
+                _warn_if_clipped(image, f"image {index}")
                 image = _pil_to_rgb(image)
             if image.mode in ("RGB", "RGBA", "L", "LA"):
                 if opts["do_resize"]:

@@ -127,13 +127,19 @@ class ZeroShotImageClassificationPipeline:
     def encode_images(
         self, images: Any, normalize: bool = True, batch_size: int | None = None, timeout: float | None = None
     ) -> torch.Tensor:
-        """Image embeddings (N, D) for paths, URLs, PIL images, arrays or tensors (single or a list)."""
+        """Image embeddings (N, D) for paths, URLs, PIL images, arrays or tensors (single or a list).
+
+        Paths, URLs and PIL images go through ``load_image`` first, as in transformers' pipeline: the EXIF
+        orientation is applied and alpha is dropped (not composited). Arrays and tensors go to the processor as is.
+        """
+        from PIL import Image
+
         from .image_processing import load_image
 
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         out = []
         for chunk in _batches(items, _check_batch_size(batch_size or self.batch_size)):
-            loaded = [load_image(x, timeout=timeout) if isinstance(x, (str, os.PathLike)) else x for x in chunk]
+            loaded = [load_image(x, timeout) if isinstance(x, (str, os.PathLike, Image.Image)) else x for x in chunk]
             out.append(self.embed_pixels(self.preprocess_images(loaded), normalize))
         if not out:
             return torch.empty(0, self._embed_dim())

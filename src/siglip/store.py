@@ -8,7 +8,8 @@ Layout of an output folder::
     errors.jsonl             files of the last run that could not be read, one {"path", "error"} a line
 
 Shards are immutable and written atomically: both files go to temporary names, are flushed to disk, and are
-renamed, the metadata file last — a shard without its metadata file is an interrupted write and is discarded.
+renamed, the metadata file last — a shard without its metadata file is an interrupted write: readers skip it
+and the next job deletes it. One job may write a store at a time; any number may read it meanwhile.
 A killed job therefore loses at most the rows it had not yet written. Rows are keyed (``path`` for images,
 ``text`` for texts); if a key appears in several shards, the newest shard wins, and compaction rewrites shards
 that hold dropped rows (deleted or changed files) so that no row is ever duplicated. ``load()`` returns rows
@@ -50,6 +51,14 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _discard(path: Path) -> None:
+    """Delete an unusable leftover if we can; in a read-only store it stays, and is ignored by every reader."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -153,6 +162,7 @@ class EmbeddingStore:
             raise StoreError(f"could not create {self.shard_dir}: {e.strerror or e}") from None
         if not os.access(self.root, os.W_OK):
             raise StoreError(f"{self.root} is not writable")
+        self.remove_leftovers()  # one writer at a time: anything half-written belongs to a job that died
         self.write_manifest(manifest)
 
     def write_manifest(self, manifest: dict[str, Any], rows: int | None = None) -> None:
@@ -162,27 +172,37 @@ class EmbeddingStore:
         atomic_write_bytes(self.manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
 
     # -- shards ----------------------------------------------------------------------------------------------------
-    def shards(self) -> list[tuple[int, Path, Path]]:
-        """Complete shards in write order as (sequence, embeddings file, metadata file); drops interrupted ones."""
-        if not self.shard_dir.is_dir():
-            return []
+    def _listing(self) -> tuple[dict[int, Path], dict[int, Path]]:
+        """Shard files by sequence number: (embeddings, metadata); temporary files are not listed."""
         npy: dict[int, Path] = {}
         meta: dict[int, Path] = {}
-        for path in self.shard_dir.iterdir():
-            match = _SHARD.match(path.name)
-            if path.name.startswith(".") and ".tmp-" in path.name:
-                path.unlink(missing_ok=True)  # leftovers of an interrupted write
-                continue
-            if not match:
-                continue
-            (npy if match.group(2) == "npy" else meta)[int(match.group(1))] = path
-        complete = []
-        for seq, path in sorted(npy.items()):
-            if seq in meta:
-                complete.append((seq, path, meta[seq]))
-            else:
-                path.unlink(missing_ok=True)  # embeddings renamed but metadata never written: not a shard
-        return complete
+        if self.shard_dir.is_dir():
+            for path in self.shard_dir.iterdir():
+                match = _SHARD.match(path.name)
+                if match:
+                    (npy if match.group(2) == "npy" else meta)[int(match.group(1))] = path
+        return npy, meta
+
+    def shards(self) -> list[tuple[int, Path, Path]]:
+        """Complete shards in write order as (sequence, embeddings file, metadata file).
+
+        Interrupted writes are skipped but not deleted: a reader (``siglip search`` during ``siglip embed``) must
+        never touch files a writer is still renaming. ``remove_leftovers`` deletes them when a job starts.
+        """
+        npy, meta = self._listing()
+        return [(seq, path, meta[seq]) for seq, path in sorted(npy.items()) if seq in meta]
+
+    def remove_leftovers(self) -> None:
+        """Delete what interrupted writes left: temporary files, and embeddings whose metadata never arrived."""
+        for folder in (self.root, self.shard_dir):
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    if path.name.startswith(".") and ".tmp-" in path.name:
+                        _discard(path)
+        npy, meta = self._listing()
+        for seq, path in npy.items():
+            if seq not in meta:
+                _discard(path)
 
     def _read_shard(self, npy_path: Path, meta_path: Path) -> tuple[list[dict[str, Any]], np.ndarray]:
         try:
@@ -268,7 +288,9 @@ class EmbeddingStore:
 
     def write_errors(self, errors: list[tuple[str, str]]) -> None:
         data = "".join(json.dumps({"path": p, "error": m}, ensure_ascii=False) + "\n" for p, m in errors)
-        atomic_write_bytes(self.root / ERRORS, data.encode("utf-8"))
+        # A file name that is not UTF-8 holds lone surrogates; backslashreplace writes each as its JSON escape
+        # (\udcXX), so the line stays valid JSON and reads back as the same Python string.
+        atomic_write_bytes(self.root / ERRORS, data.encode("utf-8", "backslashreplace"))
 
 
 def cosine_top_k(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 import os
 import re
 import shutil
@@ -86,6 +87,21 @@ def _to_python(ids: Any) -> Any:
     if isinstance(ids, (list, tuple)):
         return [_to_python(i) for i in ids]
     return ids
+
+
+def _is_id(value: Any, size: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value < size
+
+
+def _check_unicode(text: str, index: int) -> None:
+    """A lone surrogate (bytes kept by ``errors="surrogateescape"``) is not Unicode: no tokenizer library takes it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"text {index} is not valid Unicode: lone surrogate {text[e.start]!r} at position {e.start}; decode "
+            "the text with errors='replace' (or fix its encoding) first"
+        ) from None
 
 
 def _clean_up_tokenization(text: str) -> str:
@@ -227,6 +243,8 @@ class _Tokenizer:
                 raise ValueError("text is an empty list; pass at least one string")
         else:
             raise TypeError(f"text must be a string or a list of strings, got {type(text).__name__}")
+        for index, one in enumerate(texts):
+            _check_unicode(one, index)
         pad, truncate, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
         ids = self._encode_texts(texts, add_special_tokens, max_length if truncate and max_length else None)
         if verbose and max_length is None:
@@ -327,7 +345,16 @@ class _Tokenizer:
         ids = _to_python(token_ids)
         if isinstance(ids, int):
             ids = [ids]
-        if ids and isinstance(ids[0], list):
+        batch = bool(ids) and isinstance(ids[0], list)
+        rows = ids if batch else [ids]
+        # The libraries raise IndexError or OverflowError, or return "", for an id they don't know; len(self) is
+        # only computed (it can be slow) when an id lies past vocab_size, where added tokens may be.
+        if not all(_is_id(i, self.vocab_size) for row in rows for i in row):
+            size = len(self)
+            bad = [i for row in rows for i in row if not _is_id(i, size)]
+            if bad:
+                raise ValueError(f"can't decode token ids outside the vocabulary [0, {size}): {bad[:5]}")
+        if batch:
             return [self._decode(row, skip_special_tokens, clean_up_tokenization_spaces) for row in ids]
         return self._decode(ids, skip_special_tokens, clean_up_tokenization_spaces)
 
@@ -422,6 +449,7 @@ def _init_kwargs(folder: Path, overrides: dict[str, Any], *, has_tokenizer_file:
     """
     config_path = folder / TOKENIZER_CONFIG_FILE
     config = _read_json(config_path, "tokenizer config") if config_path.is_file() else {}
+    _check_config_values(config, config_path)
     config.pop("tokenizer_class", None)
     if has_tokenizer_file:
         # transformers ignores the config's add_bos_token / add_eos_token when a tokenizer.json exists: its
@@ -464,6 +492,24 @@ def _init_kwargs(folder: Path, overrides: dict[str, Any], *, has_tokenizer_file:
     config.pop("added_tokens_decoder", None)
     config["added_tokens"] = added
     return config
+
+
+def _check_config_values(config: dict[str, Any], path: Path) -> None:
+    """Errors naming the file and key for tokenizer_config.json values of the wrong kind."""
+    problems = []
+    length = config.get("model_max_length")
+    if length is not None and (isinstance(length, bool) or not isinstance(length, (int, float))):
+        problems.append(f"'model_max_length' must be a number, got {length!r}")
+    for key in ("padding_side", "truncation_side"):
+        if config.get(key) not in (None, "left", "right"):
+            problems.append(f"{key!r} must be 'left' or 'right', got {config[key]!r}")
+    for key in SPECIAL_TOKEN_NAMES:
+        value = config.get(key)
+        content = value.get("content") if isinstance(value, dict) else value
+        if value is not None and not isinstance(content, str):
+            problems.append(f"{key!r} must be a string or an AddedToken object, got {value!r}")
+    if problems:
+        raise CheckpointError(f"{path}: {'; '.join(problems)}")
 
 
 def _take(config: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
@@ -765,8 +811,8 @@ class GemmaTokenizer(_Tokenizer):
         if not self.tokenizer_file.is_file():
             raise CheckpointError(f"{self.tokenizer_file} does not exist; {type(self).__name__} needs tokenizer.json")
         data = _read_json(self.tokenizer_file, "tokenizer.json")
-        vocab, merges = self._vocab_and_merges(data)
-        baked = self._baked_settings(data)
+        vocab, merges = self._vocab_and_merges(data, self.tokenizer_file)
+        baked = self._baked_settings(data, self.tokenizer_file)
         padding, truncation = baked.padding or {}, baked.truncation or {}
         self._init_common(
             {"bos_token": bos_token, "eos_token": eos_token, "unk_token": unk_token,
@@ -816,12 +862,12 @@ class GemmaTokenizer(_Tokenizer):
             backend.normalizer = normalizers.Sequence([normalizers.Lowercase(), backend.normalizer])
 
     @staticmethod
-    def _vocab_and_merges(data: dict[str, Any]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    def _vocab_and_merges(data: dict[str, Any], path: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
         model = data.get("model")
         if not isinstance(model, dict) or model.get("type") != "BPE" or "vocab" not in model:
             kind = model.get("type") if isinstance(model, dict) else None
             raise CheckpointError(
-                f"tokenizer.json key 'model' must be a BPE model with a vocab (Gemma's), found type {kind!r}"
+                f"{path} key 'model' must be a BPE model with a vocab (Gemma's), found type {kind!r}"
             )
         vocab = model["vocab"]
         if isinstance(vocab, list):
@@ -830,7 +876,7 @@ class GemmaTokenizer(_Tokenizer):
         return vocab, merges
 
     @staticmethod
-    def _baked_settings(data: dict[str, Any]) -> Any:
+    def _baked_settings(data: dict[str, Any], path: Path) -> Any:
         """The post-processor, padding and truncation stored in tokenizer.json, parsed by ``tokenizers`` from a
         copy without the vocabulary (cheap for a 256k vocab)."""
         from tokenizers import Tokenizer
@@ -839,7 +885,7 @@ class GemmaTokenizer(_Tokenizer):
         try:
             return Tokenizer.from_str(json.dumps(slim))
         except Exception as e:  # tokenizers raises a bare Exception for malformed JSON sections
-            raise CheckpointError(f"tokenizer.json could not be parsed by tokenizers: {e}") from None
+            raise CheckpointError(f"{path} could not be parsed by tokenizers: {e}") from None
 
     @classmethod
     def _from_folder(cls, folder: Path, name_or_path: str, overrides: dict[str, Any]) -> GemmaTokenizer:
