@@ -87,13 +87,17 @@ class _AutoModelBase:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
         """Load the class the checkpoint's ``config.json`` names (a folder or a hub id)."""
-        from .hub import read_config_dict, resolve_folder, split_hub_kwargs
+        from .hub import CheckpointError, read_config_dict, resolve_folder, split_hub_kwargs
 
         config = kwargs.pop("config", None)
         hub_kwargs = split_hub_kwargs(kwargs)
         folder = resolve_folder(name_or_path, **hub_kwargs)
         model_type = config.model_type if config is not None else read_config_dict(folder).get("model_type")
-        return cls.class_for(model_type).from_pretrained(folder, config=config, **kwargs)
+        try:
+            model_class = cls.class_for(model_type)
+        except ValueError as e:
+            raise CheckpointError(f"{folder / 'config.json'}: {e}") from None
+        return model_class.from_pretrained(folder, config=config, **kwargs)
 
 
 class AutoModel(_AutoModelBase):

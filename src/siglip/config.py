@@ -88,6 +88,7 @@ class BaseConfig:
         from .hub import resolve_config_file
 
         hub_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _HUB_KWARGS}
+        kwargs.pop("trust_remote_code", None)  # accepted for drop-in use; we never run remote code
         config = cls.from_json_file(resolve_config_file(name_or_path, **hub_kwargs))
         return config.replace(**kwargs) if kwargs else config
 
