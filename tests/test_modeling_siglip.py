@@ -294,3 +294,32 @@ def test_real_base_patch16_224_sizes_run_and_match(tmp_path):
     assert_close(a.logits_per_image, b.logits_per_image, what="base logits")
     assert_close(a.image_embeds, b.image_embeds, what="base image embeds")
     assert_close(a.text_embeds, b.text_embeds, what="base text embeds")
+
+
+def test_packed_qkv_is_used_without_autograd_and_matches_separate_projections(joint, tmp_path):
+    folder, ref = joint
+    ours = siglip.SiglipModel.from_pretrained(folder, attn_implementation="eager")
+    attention = ours.vision_model.encoder.layers[0].self_attn
+    ids, pixels = _inputs(ours.config, seed=12)
+    with torch.no_grad():
+        assert attention._packed_qkv() is not None  # loaded q/k/v share one buffer
+        packed = ours(input_ids=ids, pixel_values=pixels)
+    assert attention._packed_qkv() is None  # with autograd on, the separate projections run
+    separate = ours(input_ids=ids, pixel_values=pixels)
+    with torch.no_grad():
+        expected = ref(input_ids=ids, pixel_values=pixels)
+    assert_close(packed.logits_per_image, separate.logits_per_image.detach())
+    assert_close(packed.logits_per_image, expected.logits_per_image)
+    # replacing a projection by hand breaks the packing: the model falls back and stays correct
+    with torch.no_grad():
+        attention.k_proj.weight = torch.nn.Parameter(attention.k_proj.weight.clone())
+        assert attention._packed_qkv() is None
+        assert_close(ours(input_ids=ids, pixel_values=pixels).logits_per_image, expected.logits_per_image)
+    # .to(dtype) re-packs; saving gives each tensor its own storage and transformers reads it back
+    ours.to(torch.float64).to(torch.float32)
+    with torch.no_grad():
+        assert attention._packed_qkv() is not None
+    ours.save_pretrained(tmp_path)
+    back = transformers.SiglipModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert_close(back(input_ids=ids, pixel_values=pixels).logits_per_image, expected.logits_per_image)

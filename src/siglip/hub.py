@@ -522,6 +522,9 @@ def load_pretrained(
         state[mapping[info.name]] = tensor
     model.load_state_dict(state, strict=False, assign=True)
     del state
+    for module in model.modules():  # loaded tensors are separate: put q/k/v back to back (one layer at a time)
+        if hasattr(module, "pack_qkv"):
+            module.pack_qkv()
     if fresh:
         _materialize_fresh(model, fresh, target_dtype, target_device)
         logger.warning(
@@ -549,6 +552,12 @@ def _materialize_fresh(model: nn.Module, keys: list[str], dtype: torch.dtype | N
     model.reset_classifier()
 
 
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    if t.untyped_storage().nbytes() != t.numel() * t.element_size() or not t.is_contiguous():
+        return t.contiguous().clone()
+    return t
+
+
 def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, **kwargs: Any) -> Path:
     """Write ``config.json`` and ``model.safetensors`` atomically (temporary names, then rename)."""
     from safetensors.torch import save_file
@@ -562,7 +571,8 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, **kwarg
     config.extra.pop("torch_dtype", None)
     config.extra["architectures"] = [type(model).__name__]
     config.extra["dtype"] = str(model.dtype).replace("torch.", "")
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    # safetensors refuses tensors that share storage (q/k/v are views of one buffer): give those their own copy.
+    state = {k: _own_storage(v.detach()) for k, v in model.state_dict().items()}
     tmp = save_directory / (SAFE_WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, save_directory / SAFE_WEIGHTS_NAME)

@@ -98,8 +98,23 @@ def padding_mask_to_attention_bias(
     return keep
 
 
+def _back_to_back(*tensors: torch.Tensor) -> bool:
+    """Whether contiguous tensors follow each other in one storage (so they can be read as one)."""
+    first = tensors[0]
+    if first.device.type == "meta" or not all(t.is_contiguous() and t.dtype == first.dtype for t in tensors):
+        return False
+    ptr, step = first.data_ptr(), first.numel() * first.element_size()
+    return all(t.data_ptr() == ptr + i * step and t.device == first.device for i, t in enumerate(tensors))
+
+
 class SiglipAttention(nn.Module):
-    """Multi-head self-attention with separate q/k/v/out projections and no causal mask."""
+    """Multi-head self-attention with separate q/k/v/out projections and no causal mask.
+
+    The q/k/v weights (and biases) are kept back to back in one buffer; the parameters are views into it, so the
+    checkpoint names stay ``q_proj`` / ``k_proj`` / ``v_proj``. Without autograd that buffer is used directly as
+    one (3D, D) projection — a single larger matmul, measurably faster in bf16 — with identical results. When the
+    packing is lost (parameters replaced by hand) or gradients are needed, the three projections run separately.
+    """
 
     def __init__(self, config: SiglipTextConfig | SiglipVisionConfig):
         super().__init__()
@@ -113,20 +128,59 @@ class SiglipAttention(nn.Module):
         self.v_proj = nn.Linear(self.embed_dim, self.embed_dim)
         self.q_proj = nn.Linear(self.embed_dim, self.embed_dim)
         self.out_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.pack_qkv()
 
     def reset_parameters_siglip(self) -> None:
         for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
             nn.init.xavier_uniform_(proj.weight)
             nn.init.zeros_(proj.bias)
 
+    def pack_qkv(self) -> None:
+        """Move the q/k/v weights and biases into one buffer each (parameters become views; values unchanged)."""
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        for name in ("weight", "bias"):
+            params = [getattr(p, name) for p in projections]
+            if _back_to_back(*params):
+                continue
+            packed = torch.cat([p.detach() for p in params]) if params[0].device.type != "meta" else torch.empty(
+                (3 * params[0].shape[0], *params[0].shape[1:]), dtype=params[0].dtype, device="meta"
+            )
+            for i, (proj, old) in enumerate(zip(projections, params, strict=True)):
+                view = packed[i * old.shape[0] : (i + 1) * old.shape[0]]
+                setattr(proj, name, nn.Parameter(view, requires_grad=old.requires_grad))
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to() / .half() / .cuda() convert each parameter on its own: pack them together again afterwards.
+        out = super()._apply(fn, recurse)
+        self.pack_qkv()
+        return out
+
+    def _packed_qkv(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The (3D, D) weight and (3D,) bias over q/k/v's shared storage, when usable (no autograd needed)."""
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        weights = [p.weight for p in projections]
+        biases = [p.bias for p in projections]
+        if torch.is_grad_enabled() and weights[0].requires_grad:
+            return None
+        if not (_back_to_back(*weights) and _back_to_back(*biases)):
+            return None
+        D = self.embed_dim
+        w, b = weights[0], biases[0]
+        return w.as_strided((3 * D, D), (D, 1), w.storage_offset()), b.as_strided((3 * D,), (1,), b.storage_offset())
+
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, L, D = hidden_states.shape
-        # (B, L, D) -> (B, H, L, hd)
-        q = self.q_proj(hidden_states).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(hidden_states).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(hidden_states).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+        packed = self._packed_qkv()
+        if packed is not None:
+            qkv = F.linear(hidden_states, *packed).view(B, L, 3, self.num_heads, self.head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, hd)
+        else:
+            # (B, L, D) -> (B, H, L, hd)
+            q = self.q_proj(hidden_states).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+            k = self.k_proj(hidden_states).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+            v = self.v_proj(hidden_states).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
         weights = None
         impl = self._attn_implementation
