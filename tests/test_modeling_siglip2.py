@@ -553,7 +553,9 @@ def test_giant_opt_fixres_at_real_layer_sizes(tmp_path):
     text = tower(1152, 4304, 1, 16, vocab_size=256000, projection_size=1536)  # so400m-sized text tower
     vision = tower(1536, 6144, 1, 16, patch_size=16, image_size=256)  # giant: 40 layers in the real checkpoint
     config = transformers.SiglipConfig(text_config=text, vision_config=vision)
-    with transformers.initialization.no_init_weights():  # randomize_ fills every weight; skip the slow default init
+    from transformers import initialization  # a submodule: not loaded by `import transformers` alone
+
+    with initialization.no_init_weights():  # randomize_ fills every weight; skip the slow default init
         ref = transformers.SiglipModel(config).eval()
     path = save_random(ref, tmp_path)
     ours = SiglipModel.from_pretrained(path)
