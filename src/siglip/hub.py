@@ -169,17 +169,22 @@ def resolve_config_file(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> P
     return config_file
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object; bad JSON or another type is a CheckpointError naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_config_dict(folder: Path) -> dict[str, Any]:
     config_file = folder / CONFIG_NAME
     if not config_file.is_file():
         raise CheckpointError(f"{folder} has no {CONFIG_NAME}; is this a SigLIP checkpoint folder?")
-    try:
-        data = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{config_file} is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{config_file} must hold a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(config_file)
 
 
 # ------------------------------------------------------------------------------------------------------------

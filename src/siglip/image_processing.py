@@ -52,7 +52,7 @@ from PIL import Image, ImageOps
 
 from .batch_feature import BatchFeature
 from .config import CONFIG_NAME
-from .hub import CheckpointError, read_config_dict, resolve_folder, split_hub_kwargs
+from .hub import CheckpointError, read_config_dict, read_json_object, resolve_folder, split_hub_kwargs
 
 IMAGE_PROCESSOR_NAME = "preprocessor_config.json"
 PROCESSOR_NAME = "processor_config.json"
@@ -641,16 +641,6 @@ def _build(cls: type[_ImageProcessorBase], config: dict[str, Any], path: Path, o
         raise CheckpointError(f"{path}: {e}") from None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
-
-
 def _nested(data: dict[str, Any], path: Path) -> dict[str, Any] | None:
     """The ``"image_processor"`` entry of a transformers-5 ``processor_config.json``, if any."""
     if "image_processor" not in data:
@@ -664,17 +654,17 @@ def read_image_processor_config(name_or_path: str | os.PathLike, **hub_kwargs: A
     """The image processor's config dict and the file it came from (a folder, hub id or JSON file)."""
     path = Path(os.path.expanduser(str(name_or_path)))
     if path.is_file():
-        data = _read_json(path)
+        data = read_json_object(path)
         return _nested(data, path) or data, path
     folder = resolve_folder(name_or_path, patterns=["*.json"], **hub_kwargs)
     nested_file = folder / PROCESSOR_NAME
     if nested_file.is_file():
-        nested = _nested(_read_json(nested_file), nested_file)
+        nested = _nested(read_json_object(nested_file), nested_file)
         if nested is not None:
             return nested, nested_file
     flat_file = folder / IMAGE_PROCESSOR_NAME
     if flat_file.is_file():
-        return _read_json(flat_file), flat_file
+        return read_json_object(flat_file), flat_file
     raise CheckpointError(
         f"{folder} has no {IMAGE_PROCESSOR_NAME} and no {PROCESSOR_NAME} with an 'image_processor' entry"
     )

@@ -342,6 +342,18 @@ def _reset_linear_and_norm(module: nn.Module) -> None:
             nn.init.zeros_(child.bias)
 
 
+def _tower_output(
+    enc: BaseModelOutput, last_hidden_state: torch.Tensor, pooled: torch.Tensor | None, return_dict: bool
+) -> BaseModelOutputWithPooling | tuple:
+    out = BaseModelOutputWithPooling(
+        last_hidden_state=last_hidden_state,
+        pooler_output=pooled,
+        hidden_states=enc.hidden_states,
+        attentions=enc.attentions,
+    )
+    return out if return_dict else out.to_tuple()
+
+
 def _check_output_flags(kwargs: dict[str, Any], owner: str) -> tuple[bool, bool, bool]:
     unknown = set(kwargs) - {"output_attentions", "output_hidden_states", "return_dict"}
     if unknown:
@@ -428,13 +440,7 @@ class SiglipTextModel(PreTrainedModel):
         enc = self.encoder(hidden_states, bias, output_attentions, output_hidden_states)
         last_hidden_state = self.final_layer_norm(enc.last_hidden_state)
         pooled = self.head(last_hidden_state[:, -1, :])  # (B, P)
-        out = BaseModelOutputWithPooling(
-            last_hidden_state=last_hidden_state,
-            pooler_output=pooled,
-            hidden_states=enc.hidden_states,
-            attentions=enc.attentions,
-        )
-        return out if return_dict else out.to_tuple()
+        return _tower_output(enc, last_hidden_state, pooled, return_dict)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -551,13 +557,7 @@ class SiglipVisionModel(PreTrainedModel):
         enc = self.encoder(hidden_states, bias, output_attentions, output_hidden_states)
         last_hidden_state = self.post_layernorm(enc.last_hidden_state)
         pooled = self.head(last_hidden_state, patch_mask) if self.use_head else None  # (B, D)
-        out = BaseModelOutputWithPooling(
-            last_hidden_state=last_hidden_state,
-            pooler_output=pooled,
-            hidden_states=enc.hidden_states,
-            attentions=enc.attentions,
-        )
-        return out if return_dict else out.to_tuple()
+        return _tower_output(enc, last_hidden_state, pooled, return_dict)
 
 
 # ------------------------------------------------------------------------------------------------------------
