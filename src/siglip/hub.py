@@ -330,9 +330,17 @@ def _torch_bin_infos(folder: Path) -> dict[str, TensorInfo]:
 
 
 def iter_tensors(
-    infos: Iterable[TensorInfo], dtype: torch.dtype | None, device: torch.device
+    infos: Iterable[TensorInfo],
+    dtype: torch.dtype | None,
+    device: torch.device,
+    into: dict[str, torch.Tensor] | None = None,
 ) -> Iterator[tuple[TensorInfo, torch.Tensor]]:
-    """Read tensors one at a time, in file order, cast floating ones to ``dtype`` and move them to ``device``."""
+    """Read tensors one at a time, in file order, cast floating ones to ``dtype`` and move them to ``device``.
+
+    ``into`` maps some names to tensors already allocated for them (views of a packed q/k/v buffer): those are
+    filled in place, straight from the file when dtype and device allow, and yielded.
+    """
+    into = into or {}
     by_file: dict[Path, list[TensorInfo]] = {}
     for info in infos:
         by_file.setdefault(info.file, []).append(info)
@@ -341,13 +349,20 @@ def iter_tensors(
         if file.suffix == ".bin":
             state = _TORCH_BIN_CACHE.pop(file, None) or _load_torch_bin(file)
             for info in group:
-                yield info, _finish(state[info.name].clone(), dtype, device)
+                t = _finish(state[info.name].clone(), dtype, device)
+                yield info, into[info.name].copy_(t) if info.name in into else t
             continue
         with open(file, "rb", buffering=0) as f:
             for info in group:
+                target = into.get(info.name)
+                if target is not None and target.dtype == info.dtype and target.device.type == "cpu":
+                    _read_into(f, target, info)
+                    yield info, target
+                    continue
                 t = torch.empty(info.shape, dtype=info.dtype)
                 _read_into(f, t, info)
-                yield info, _finish(t, dtype, device)
+                t = _finish(t, dtype, device)
+                yield info, target.copy_(t) if target is not None else t
 
 
 def _finish(t: torch.Tensor, dtype: torch.dtype | None, device: torch.device) -> torch.Tensor:
@@ -523,11 +538,12 @@ def load_pretrained(
         raise CheckpointError("\n".join(lines))
 
     state: dict[str, torch.Tensor] = {}
-    for info, tensor in iter_tensors((infos[n] for n in mapping), target_dtype, target_device):
+    into = _packed_qkv_targets(model, mapping, infos, target_dtype, target_device)
+    for info, tensor in iter_tensors((infos[n] for n in mapping), target_dtype, target_device, into):
         state[mapping[info.name]] = tensor
     model.load_state_dict(state, strict=False, assign=True)
     del state
-    for module in model.modules():  # loaded tensors are separate: put q/k/v back to back (one layer at a time)
+    for module in model.modules():  # no-op where q/k/v were read into one buffer; packs them otherwise
         if hasattr(module, "pack_qkv"):
             module.pack_qkv()
     if fresh:
@@ -544,6 +560,31 @@ def load_pretrained(
         model = apply_bitsandbytes(model, quantization_config, target)
     model.eval()
     return model
+
+
+def _packed_qkv_targets(
+    model: nn.Module,
+    mapping: dict[str, str],
+    infos: dict[str, TensorInfo],
+    dtype: torch.dtype | None,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """{checkpoint name: view} for every attention's q/k/v weight and bias, each trio being thirds of one new
+    buffer, so that loading reads them into place instead of concatenating them afterwards (a second copy)."""
+    key_to_name = {key: name for name, key in mapping.items()}
+    targets: dict[str, torch.Tensor] = {}
+    for prefix, module in model.named_modules():
+        if not hasattr(module, "pack_qkv"):
+            continue
+        for kind in ("weight", "bias"):
+            names = [key_to_name.get(f"{prefix}.{proj}.{kind}".lstrip(".")) for proj in ("q_proj", "k_proj", "v_proj")]
+            if None in names or len({(infos[n].dtype, infos[n].shape) for n in names}) != 1:
+                continue  # leave odd cases to pack_qkv
+            shape, stored = infos[names[0]].shape, infos[names[0]].dtype
+            buffer = torch.empty((3 * shape[0], *shape[1:]), dtype=dtype or stored, device=device)
+            for i, name in enumerate(names):
+                targets[name] = buffer[i * shape[0] : (i + 1) * shape[0]]
+    return targets
 
 
 def _materialize_fresh(model: nn.Module, keys: list[str], dtype: torch.dtype | None, device: torch.device) -> None:

@@ -11,6 +11,7 @@ Shapes: B batch, L sequence length (tokens or patches), D hidden size, H heads, 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, ClassVar
 
 import torch
@@ -74,6 +75,46 @@ def _embedding(num: int, dim: int) -> nn.Embedding:
     """An nn.Embedding without torch's default init (``init_weights`` sets the real values; under the meta device
     the default ``normal_`` would import torch._dynamo, seconds of start-up for nothing)."""
     return nn.Embedding(num, dim, _weight=torch.empty(num, dim))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# CPU bf16 inference: linears with prepacked oneDNN weights
+# ------------------------------------------------------------------------------------------------------------
+# A bf16 F.linear on CPU reorders its weight into oneDNN's blocked layout on every call; doing that once and
+# keeping the result runs the base-size layers 10-25% faster, with the same rounding (oneDNN could also fuse the
+# GELU into fc1, but applying it to the fp32 accumulator moves logits by a few bf16 ulps away from the reference's
+# rounding, for a 3% gain). Used only without autograd, so training and fp32 are untouched. The cache is keyed on the weight's storage and version: replacing or editing a weight in place
+# repacks it. SIGLIP_CPU_PREPACK=0 turns it off (it holds a second bf16 copy of the linear weights).
+_PREPACK = os.environ.get("SIGLIP_CPU_PREPACK", "1") != "0"
+_MKLDNN_BF16: bool | None = None
+
+
+def use_prepacked(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether this linear runs through a prepacked oneDNN weight: bf16 on CPU, no gradient needed."""
+    global _MKLDNN_BF16
+    if not (_PREPACK and x.dtype == torch.bfloat16 and weight.dtype == torch.bfloat16 and x.device.type == "cpu"):
+        return False
+    if torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad):
+        return False
+    if _MKLDNN_BF16 is None:
+        _MKLDNN_BF16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return _MKLDNN_BF16
+
+
+def prepacked_linear(
+    owner: nn.Module,
+    slot: str,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """``x @ weight.T + bias`` with ``weight`` reordered once and cached as ``owner.<slot>``; (..., in) -> (..., out)."""
+    key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.stride())
+    cached = owner.__dict__.get(slot)
+    if cached is None or cached[0] != key:
+        cached = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
+        owner.__dict__[slot] = cached
+    return torch.ops.mkldnn._linear_pointwise(x, cached[1], bias, "none", [], "")
 
 
 def padding_mask_to_attention_bias(
@@ -174,7 +215,11 @@ class SiglipAttention(nn.Module):
         B, L, D = hidden_states.shape
         packed = self._packed_qkv()
         if packed is not None:
-            qkv = F.linear(hidden_states, *packed).view(B, L, 3, self.num_heads, self.head_dim)
+            if use_prepacked(hidden_states, packed[0]):
+                qkv = prepacked_linear(self, "_prepacked_qkv", hidden_states, *packed)
+            else:
+                qkv = F.linear(hidden_states, *packed)
+            qkv = qkv.view(B, L, 3, self.num_heads, self.head_dim)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, hd)
         else:
             # (B, L, D) -> (B, H, L, hd)
@@ -200,6 +245,8 @@ class SiglipAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout, scale=self.scale)
         out = out.transpose(1, 2).reshape(B, L, D)  # (B, H, L, hd) -> (B, L, D)
+        if use_prepacked(out, self.out_proj.weight):
+            return prepacked_linear(self.out_proj, "_prepacked", out, self.out_proj.weight, self.out_proj.bias), weights
         return self.out_proj(out), weights
 
 
@@ -239,7 +286,11 @@ class SiglipMLP(nn.Module):
             nn.init.normal_(fc.bias, std=1e-6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.activation_fn(self.fc1(x)))  # (B, L, D) -> (B, L, I) -> (B, L, D)
+        # (B, L, D) -> (B, L, I) -> (B, L, D)
+        if use_prepacked(x, self.fc1.weight):
+            h = self.activation_fn(prepacked_linear(self.fc1, "_prepacked", x, self.fc1.weight, self.fc1.bias))
+            return prepacked_linear(self.fc2, "_prepacked", h, self.fc2.weight, self.fc2.bias)
+        return self.fc2(self.activation_fn(self.fc1(x)))
 
 
 class SiglipEncoderLayer(nn.Module):
@@ -303,7 +354,10 @@ class SiglipMultiheadAttentionPoolingHead(nn.Module):
 
     def __init__(self, config: SiglipVisionConfig):
         super().__init__()
-        self.probe = nn.Parameter(torch.randn(1, 1, config.hidden_size))
+        probe = torch.empty(1, 1, config.hidden_size)
+        if probe.device.type != "meta":  # torch.randn's draws (for seeded inits); on meta it pulls in sympy (0.5 s)
+            probe.normal_()
+        self.probe = nn.Parameter(probe)
         self.attention = nn.MultiheadAttention(config.hidden_size, config.num_attention_heads, batch_first=True)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = SiglipMLP(config)
