@@ -100,14 +100,19 @@ def test_int8_weights_keep_cosine_and_shrink_memory(folder):
         assert F.cosine_similarity(a, b).min() >= 0.99
 
 
-def test_compile_model_matches_eager(folder):
-    model = siglip.AutoModel.from_pretrained(folder)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_compile_model_matches_eager(folder, dtype):
+    """bf16 too: the eager run fills the prepacked-weight caches, which compiled code must not trace into."""
+    model = siglip.AutoModel.from_pretrained(folder, dtype=dtype)
     pixels, ids = _inputs(2)
     ref = _embeds(model, pixels, ids)
     siglip.compile_model(model)
     out = _embeds(model, pixels, ids)
     for a, b in zip(out, ref, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        if dtype == torch.float32:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        else:
+            assert F.cosine_similarity(a, b).min() >= 0.999
     with pytest.raises(ValueError, match="call model.eval"):
         siglip.compile_model(siglip.AutoModel.from_pretrained(folder).train())
 
