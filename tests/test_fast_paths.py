@@ -82,10 +82,12 @@ def test_bf16_prepacked_linears_match_plain_ones_and_follow_weight_edits(folder,
     assert layer.mlp.fc1.weight.grad is not None and layer.self_attn.q_proj.weight.grad is not None
 
 
-def test_int8_weights_keep_cosine_and_shrink_memory(folder):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_int8_weights_keep_cosine_and_shrink_memory(folder, dtype):
+    """bf16 too: quantized weights must stay off the prepacked-weight path (oneDNN can't reorder them)."""
     pytest.importorskip("torchao", reason="the quant extra (torchao) is part of the test install")
     pixels, ids = _inputs(1)
-    model = siglip.AutoModel.from_pretrained(folder)
+    model = siglip.AutoModel.from_pretrained(folder, dtype=dtype)
     ref = _embeds(model, pixels, ids)
     linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
     fp32_bytes = sum(m.weight.numel() * 4 for m in linears)

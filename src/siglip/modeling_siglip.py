@@ -96,6 +96,8 @@ def use_prepacked(x: torch.Tensor, weight: torch.Tensor) -> bool:
         return False
     if not (_PREPACK and x.dtype == torch.bfloat16 and weight.dtype == torch.bfloat16 and x.device.type == "cpu"):
         return False
+    if type(weight) not in (torch.Tensor, nn.Parameter):  # quantized weights (torchao) keep their own kernels
+        return False
     if torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad):
         return False
     if _MKLDNN_BF16 is None:
@@ -290,7 +292,7 @@ class SiglipMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, L, D) -> (B, L, I) -> (B, L, D)
-        if use_prepacked(x, self.fc1.weight):
+        if use_prepacked(x, self.fc1.weight) and use_prepacked(x, self.fc2.weight):
             h = self.activation_fn(prepacked_linear(self.fc1, "_prepacked", x, self.fc1.weight, self.fc1.bias))
             return prepacked_linear(self.fc2, "_prepacked", h, self.fc2.weight, self.fc2.bias)
         return self.fc2(self.activation_fn(self.fc1(x)))
