@@ -574,14 +574,13 @@ def _packed_qkv_targets(
     key_to_name = {key: name for name, key in mapping.items()}
     targets: dict[str, torch.Tensor] = {}
     for prefix, module in model.named_modules():
-        if not hasattr(module, "pack_qkv"):
-            continue
-        for kind in ("weight", "bias"):
-            names = [key_to_name.get(f"{prefix}.{proj}.{kind}".lstrip(".")) for proj in ("q_proj", "k_proj", "v_proj")]
+        projections = getattr(module, "packed_projections", ())
+        for kind in ("weight", "bias") if projections else ():
+            names = [key_to_name.get(f"{prefix}.{proj}.{kind}".lstrip(".")) for proj in projections]
             if None in names or len({(infos[n].dtype, infos[n].shape) for n in names}) != 1:
                 continue  # leave odd cases to pack_qkv
             shape, stored = infos[names[0]].shape, infos[names[0]].dtype
-            buffer = torch.empty((3 * shape[0], *shape[1:]), dtype=dtype or stored, device=device)
+            buffer = torch.empty((len(names) * shape[0], *shape[1:]), dtype=dtype or stored, device=device)
             for i, name in enumerate(names):
                 targets[name] = buffer[i * shape[0] : (i + 1) * shape[0]]
     return targets

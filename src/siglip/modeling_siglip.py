@@ -162,6 +162,9 @@ class SiglipAttention(nn.Module):
     by hand) or gradients are needed, the three projections run separately.
     """
 
+    # the projections kept back to back, in buffer order (hub.load_pretrained reads checkpoints into this layout)
+    packed_projections = ("q_proj", "k_proj", "v_proj")
+
     def __init__(self, config: SiglipTextConfig | SiglipVisionConfig):
         super().__init__()
         self.embed_dim = config.hidden_size
@@ -183,7 +186,7 @@ class SiglipAttention(nn.Module):
 
     def pack_qkv(self) -> None:
         """Move the q/k/v weights and biases into one buffer each (parameters become views; values unchanged)."""
-        projections = (self.q_proj, self.k_proj, self.v_proj)
+        projections = [getattr(self, name) for name in self.packed_projections]
         for name in ("weight", "bias"):
             params = [getattr(p, name) for p in projections]
             if _back_to_back(*params):
@@ -203,7 +206,7 @@ class SiglipAttention(nn.Module):
 
     def _packed_qkv(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The (3D, D) weight and (3D,) bias over q/k/v's shared storage, when usable (no autograd needed)."""
-        projections = (self.q_proj, self.k_proj, self.v_proj)
+        projections = [getattr(self, name) for name in self.packed_projections]
         weights = [p.weight for p in projections]
         biases = [p.bias for p in projections]
         if torch.is_grad_enabled() and weights[0].requires_grad:

@@ -82,6 +82,12 @@ def apply_bitsandbytes(model: nn.Module, config: BitsAndBytesConfig, device: tor
     bnb = check_bitsandbytes(config)
     skip = list(config.llm_int8_skip_modules or []) + ["classifier"]
     compute_dtype = config.bnb_4bit_compute_dtype or torch.float32
+    # the layer and its weight must agree on how the 4-bit blocks are stored
+    four_bit = dict(
+        compress_statistics=config.bnb_4bit_use_double_quant,
+        quant_type=config.bnb_4bit_quant_type,
+        quant_storage=config.bnb_4bit_quant_storage or torch.uint8,
+    )
     for parent, name, linear in _linear_layers(model, skip):
         if config.load_in_4bit:
             new = bnb.nn.Linear4bit(
@@ -89,17 +95,9 @@ def apply_bitsandbytes(model: nn.Module, config: BitsAndBytesConfig, device: tor
                 linear.out_features,
                 bias=linear.bias is not None,
                 compute_dtype=compute_dtype,
-                compress_statistics=config.bnb_4bit_use_double_quant,
-                quant_type=config.bnb_4bit_quant_type,
-                quant_storage=config.bnb_4bit_quant_storage or torch.uint8,
+                **four_bit,
             )
-            new.weight = bnb.nn.Params4bit(
-                linear.weight.data.float(),
-                requires_grad=False,
-                compress_statistics=config.bnb_4bit_use_double_quant,
-                quant_type=config.bnb_4bit_quant_type,
-                quant_storage=config.bnb_4bit_quant_storage or torch.uint8,
-            )
+            new.weight = bnb.nn.Params4bit(linear.weight.data.float(), requires_grad=False, **four_bit)
         else:
             new = bnb.nn.Linear8bitLt(
                 linear.in_features,
