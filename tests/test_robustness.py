@@ -838,3 +838,12 @@ def test_readers_never_delete_a_writers_files(tmp_path):
     store.prepare(manifest)  # a new job: whatever was half-written belongs to a job that died
     assert not any(path.exists() for path in in_flight)
     assert [r["text"] for r in store.load()[0]] == ["a", "b"]
+
+
+def test_one_line_reports_of_errors_without_a_message():
+    """Skipped items are reported by the first line of their error, or its type when the message is empty."""
+    from siglip.data import first_line
+
+    assert first_line(OSError()) == "OSError"
+    assert first_line(ValueError("  \n")) == "ValueError"
+    assert first_line(ValueError("cannot identify image file 'x.jpg'\ndetails")) == "cannot identify image file 'x.jpg'"

@@ -118,7 +118,7 @@ def _read_labels(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from .data import find_images, iter_image_batches
+    from .data import find_images, first_line, iter_image_batches
     from .image_processing import load_image
     from .pipelines import check_labels, rank_labels
     from .progress import Progress
@@ -143,7 +143,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             try:
                 score([url], pipe.preprocess_images([load_image(url)]))
             except (ValueError, OSError) as e:
-                failures.append((url, str(e).splitlines()[0]))
+                failures.append((url, first_line(e)))
             bar.update()
         for batch in iter_image_batches(paths, pipe.image_processor, args.batch_size, args.num_workers):
             failures.extend(batch.errors)

@@ -42,6 +42,12 @@ def find_images(inputs: Sequence[str | os.PathLike], extensions: frozenset[str] 
     return sorted(found)
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none (for one-line reports)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _absolute(path: Path) -> Path:
     try:
         return path.resolve(strict=True)
@@ -123,7 +129,7 @@ class ImageFiles(torch.utils.data.Dataset):
             inputs = dict(self.image_processor([image], return_tensors="pt"))
             return info, inputs, None
         except Exception as e:  # noqa: BLE001 - any decoding failure is reported, never fatal
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            message = first_line(e)
             if str(path) not in message:
                 message = f"{path}: {message}"
             return None, None, (str(path), message)

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from ..data import IMAGE_EXTENSIONS, find_images
+from ..data import IMAGE_EXTENSIONS, find_images, first_line
 from ..image_processing import load_image
 from ..progress import Progress
 from . import TrainError
@@ -46,11 +46,6 @@ class Example:
 
     image: str
     target: str | int
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -71,7 +66,7 @@ def read_pairs(data: str | Path) -> tuple[list[Example], Skipped]:
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports often start with a BOM
     except UnicodeDecodeError as e:
-        raise TrainError(f"{path} is not UTF-8 text ({_first_line(e)})") from None
+        raise TrainError(f"{path} is not UTF-8 text ({first_line(e)})") from None
     rows = _csv_rows(text, path) if suffix == ".csv" else _jsonl_rows(text, path)
     examples: list[Example] = []
     skipped: Skipped = []
@@ -110,7 +105,7 @@ def _caption_folder(folder: Path) -> tuple[list[Example], Skipped]:
             skipped.append((str(image), f"no caption file {text_file.name}"))
             continue
         except (OSError, UnicodeDecodeError) as e:
-            skipped.append((str(image), f"caption {text_file.name} unreadable: {_first_line(e)}"))
+            skipped.append((str(image), f"caption {text_file.name} unreadable: {first_line(e)}"))
             continue
         if not caption:
             skipped.append((str(image), f"empty caption in {text_file.name}"))
@@ -137,7 +132,7 @@ def _csv_rows(text: str, path: Path) -> Iterator[tuple[str, dict[str, Any] | str
         except StopIteration:
             return
         except csv.Error as e:
-            yield where, f"malformed row ({_first_line(e)})"
+            yield where, f"malformed row ({first_line(e)})"
             continue
         if None in row:
             yield where, "more fields than the header"
@@ -206,7 +201,7 @@ class _Probe(torch.utils.data.Dataset):
         try:
             load_image(path).load()
         except Exception as e:  # noqa: BLE001 - any decoding failure means "skip this image"
-            return path, _first_line(e)
+            return path, first_line(e)
         return path, None
 
 
@@ -253,7 +248,7 @@ class ExampleDataset(torch.utils.data.Dataset):
         try:
             image = load_image(example.image)
         except Exception as e:  # noqa: BLE001 - it decoded in the scan; say so rather than a bare PIL error
-            raise TrainError(f"{example.image} no longer decodes ({_first_line(e)}); it was fine at start") from None
+            raise TrainError(f"{example.image} no longer decodes ({first_line(e)}); it was fine at start") from None
         return dict(self.image_processor([image], return_tensors="pt")), example.target
 
 
