@@ -157,3 +157,15 @@ def test_benchmark_command_runs_on_tiny_models(tmp_path):
                 "cold start", "preprocessing", "peak RSS while loading", "int8 weights"):
         assert row in report, row
     assert "identical output" in report
+
+
+def test_parity_report_runs_and_stays_within_the_bounds():
+    """benchmarks/parity.py (the numbers quoted in reports) runs, covers 8 cases, and each is within the bounds."""
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "parity.py")], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines() if " outputs " in line]
+    assert len(rows) == 8
+    for family, implementation, dtype, _, outputs, *_, hidden in rows:
+        bound = 1e-5 if dtype == "float32" else 2e-2
+        assert float(outputs) <= bound and float(hidden) <= bound, (family, implementation, dtype)
