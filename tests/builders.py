@@ -215,3 +215,19 @@ def install_in_hub_cache(cache: Path, repo_id: str, source: Path) -> Path:
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     return snapshot
+
+
+def resave_tokenizer_with_transformers(folder: Path, padding_side: str | None = None) -> Path:
+    """Replace a checkpoint's Gemma tokenizer with one built and saved by transformers' ``Siglip2Tokenizer``
+    with its class defaults (left padding, ``model_input_names`` ["input_ids", "attention_mask"]), as a user's
+    ``Siglip2Tokenizer(vocab, merges).save_pretrained(...)`` writes it; ``padding_side`` overrides the side."""
+    import transformers
+
+    model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    options = {"padding_side": padding_side} if padding_side else {}
+    tokenizer = transformers.Siglip2Tokenizer(vocab=model["vocab"], merges=merges, **options)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    tokenizer.save_pretrained(folder)
+    return folder

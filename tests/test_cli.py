@@ -20,7 +20,7 @@ from PIL import Image
 from siglip.cli import main
 from siglip.store import EmbeddingStore
 
-from builders import write_checkpoint
+from builders import resave_tokenizer_with_transformers, write_checkpoint
 
 LABELS = ["a cat", "a dog", "a red square"]
 
@@ -233,3 +233,32 @@ def test_help_has_examples_for_every_subcommand(capsys):
         assert exit_info.value.code == 0
         text = capsys.readouterr().out
         assert "examples:" in text and f"siglip {command}" in text
+
+
+def test_commands_pass_the_tokenizer_attention_mask(tmp_path, capsys):
+    """A tokenizer saved by transformers' Siglip2Tokenizer returns a mask: `embed --texts` and `classify` use it,
+    so stored text embeddings equal transformers' (mask passed) and classify equals transformers' pipeline."""
+    import torch
+
+    folder = resave_tokenizer_with_transformers(write_checkpoint(tmp_path / "ck", "siglip2", seed=2))
+    texts = ["a red circle", "a blue square on a green field", "the triangle"]
+    (tmp_path / "t.txt").write_text("\n".join(texts) + "\n")
+    code, _, _ = run(["embed", "--texts", tmp_path / "t.txt", "-o", tmp_path / "emb", "--model", folder, "-q"], capsys)
+    assert code == 0
+    rows, matrix = EmbeddingStore(tmp_path / "emb").load()
+    model = transformers.AutoModel.from_pretrained(folder)
+    tokens = transformers.AutoTokenizer.from_pretrained(folder)(
+        [r["text"] for r in rows], padding="max_length", max_length=64, truncation=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(model.get_text_features(**tokens).pooler_output, dim=-1)
+    np.testing.assert_allclose(matrix, expected.numpy(), rtol=1e-5, atol=1e-6)
+    image = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(image)
+    code, stdout, _ = run(["classify", image, "--labels", *LABELS, "--model", folder, "--format", "json", "-q"], capsys)
+    assert code == 0
+    ours = json.loads(stdout)[0]["scores"]
+    ref = transformers.pipeline("zero-shot-image-classification", model=str(folder))(str(image), candidate_labels=LABELS)
+    assert [r["label"] for r in ours] == [r["label"] for r in ref]
+    for a, b in zip(ours, ref, strict=True):
+        assert abs(a["score"] - b["score"]) <= 1e-5

@@ -823,3 +823,15 @@ def test_any_size_up_to_8000_is_accepted(height, width, grey):
     rows, cols = naflex["spatial_shapes"][0].tolist()
     assert rows * cols <= 256 and naflex["pixel_attention_mask"].sum() == rows * cols
     assert (naflex["pixel_values"][0, : rows * cols] - expected).abs().max() <= 1 / 127.5 + 1e-6
+
+
+@pytest.mark.parametrize("index, name", [(0, "SiglipImageProcessorFast"), (1, "Siglip2ImageProcessorFast")])
+def test_fast_names_import_like_transformers(index, name, hf):
+    """transformers 5.24 keeps the names the seed document uses (``Siglip2ImageProcessorFast``) as aliases of the
+    one processor class per model; ours alias the PIL-exact classes and give transformers' pixels."""
+    import siglip
+
+    alias = getattr(siglip, name)
+    assert alias is getattr(siglip, name.removesuffix("Fast"))
+    images = [drawn(61, 90), drawn(300, 20, seed=1)]
+    assert_same(alias()(images, return_tensors="pt"), hf[index](images, return_tensors="pt"))

@@ -10,7 +10,7 @@ from PIL import Image
 
 import siglip
 
-from builders import write_checkpoint
+from builders import resave_tokenizer_with_transformers, write_checkpoint
 
 FAMILIES = ["siglip", "fixres", "siglip2"]
 LABELS = ["a cat", "a dog", "a red square", "two parrots", "a landscape"]
@@ -147,3 +147,33 @@ def test_pipeline_arguments(folders):
         siglip.pipeline(model=model)
     top = pipe(_images(1)[0], candidate_labels=LABELS, top_k=2)
     assert len(top) == 2 and top[0]["score"] >= top[1]["score"]
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+@pytest.mark.parametrize("family", ["siglip2", "fixres"])
+def test_tokenizer_attention_mask_reaches_the_model(tmp_path, family, padding_side):
+    """A tokenizer saved by transformers' Siglip2Tokenizer returns an attention mask; transformers' pipeline passes
+    it to the model, and so must ours (scores, encode_texts), on left- and right-padded folders."""
+    folder = resave_tokenizer_with_transformers(write_checkpoint(tmp_path / "ck", family, seed=5), padding_side)
+    ours = siglip.pipeline("zero-shot-image-classification", model=str(folder))
+    ref = transformers.pipeline("zero-shot-image-classification", model=str(folder))
+    tokens = ours.tokenize(["a cat", "two parrots on a branch"])
+    assert set(tokens) == {"input_ids", "attention_mask"}
+    pad = 0 if padding_side == "left" else -1
+    assert tokens["attention_mask"][0, pad] == 0  # the short label is padded on the chosen side
+    images = _images(2)
+    for a, b in zip(ours(images, candidate_labels=LABELS), ref(images, candidate_labels=LABELS), strict=True):
+        _assert_same(a, b)
+    model = transformers.AutoModel.from_pretrained(folder)
+    hf_tokens = transformers.AutoTokenizer.from_pretrained(folder)(
+        LABELS, padding="max_length", max_length=64, truncation=True, return_tensors="pt"
+    )
+    assert "attention_mask" in hf_tokens
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(model.get_text_features(**hf_tokens).pooler_output, dim=-1)
+        without_mask = torch.nn.functional.normalize(
+            model.get_text_features(input_ids=hf_tokens["input_ids"]).pooler_output, dim=-1
+        )
+    got = ours.encode_texts(LABELS)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert float((without_mask - expected).abs().max()) > 1e-4  # the mask matters on this checkpoint

@@ -134,7 +134,7 @@ def results(tmp_path_factory):
 
 def _close(a, b, where: str, half: bool = False) -> None:
     if a[0] == "tensor" and b[0] == "mapping" and "pooler_output" in b[1]:
-        # get_*_features: the seed document (and siglip) return the (B, dim) tensor; transformers 5.23 returns an
+        # get_*_features: the seed document (and siglip) return the (B, dim) tensor; transformers 5.24 returns an
         # output object whose pooler_output is that tensor (its PR #42564).
         b = b[1]["pooler_output"]
     assert type(a) is type(b) and a[0] == b[0], f"{where}: {a!r:.200} vs {b!r:.200}"

@@ -499,3 +499,27 @@ def test_training_stays_out_of_the_inference_imports():
         "import siglip.train; assert not {'torch', 'siglip.train.trainer', 'siglip.train.data'} & set(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_contrastive_batches_carry_the_tokenizer_attention_mask(tmp_path):
+    """With a tokenizer that returns a mask (saved by transformers' Siglip2Tokenizer), the training batch holds
+    it and the text embeddings the loss sees are transformers' masked ones."""
+    import transformers
+
+    from siglip.auto import AutoModel
+    from siglip.tokenization import AutoTokenizer
+    from siglip.train.data import Collate
+    from siglip.train.trainer import ContrastiveTowers
+
+    from builders import resave_tokenizer_with_transformers, write_checkpoint
+
+    folder = resave_tokenizer_with_transformers(write_checkpoint(tmp_path / "ck", "fixres", seed=4))
+    captions = ["a red circle", "two blue squares on the left"]
+    images = {"pixel_values": torch.randn(2, 3, 32, 32)}
+    items = [({"pixel_values": images["pixel_values"][i : i + 1]}, c) for i, c in enumerate(captions)]
+    batch_images, text = Collate(AutoTokenizer.from_pretrained(folder), 64)(items)
+    assert set(text) == {"input_ids", "attention_mask"} and text["attention_mask"].sum() < 128
+    with torch.no_grad():
+        _, text_embeds, _, _ = ContrastiveTowers(AutoModel.from_pretrained(folder))(**text, **batch_images)
+        ref = transformers.AutoModel.from_pretrained(folder).get_text_features(**text).pooler_output
+    torch.testing.assert_close(text_embeds, torch.nn.functional.normalize(ref, dim=-1), rtol=1e-5, atol=1e-6)

@@ -46,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "AutoTokenizer": "tokenization",
     "SiglipImageProcessor": "image_processing",
     "Siglip2ImageProcessor": "image_processing",
+    "SiglipImageProcessorFast": "image_processing",
+    "Siglip2ImageProcessorFast": "image_processing",
     "AutoImageProcessor": "image_processing",
     "load_image": "image_processing",
     "SiglipProcessor": "processing",

@@ -796,6 +796,12 @@ class Siglip2ImageProcessor(_ImageProcessorBase):
         return BatchFeature(data, tensor_type=return_tensors)
 
 
+# transformers 5.24 names: the "Fast" suffix is a deprecated alias of the one class per model, and "Pil" names the
+# PIL backend, which is what these classes reproduce.
+SiglipImageProcessorFast = SiglipImageProcessorPil = SiglipImageProcessor
+Siglip2ImageProcessorFast = Siglip2ImageProcessorPil = Siglip2ImageProcessor
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Auto
 # ------------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ Vision inputs (what ``Siglip2ImageProcessor`` returns):
     spatial_shapes (B, 2): (h, w), the image's grid in patches.
 
 Shapes: B batch, N padded patch count (``max_num_patches``), D hidden size, s x s the learned position grid
-(``num_patches = s*s``), U the number of distinct (h, w) in a batch.
+(``num_patches = s*s``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import Siglip2Config, Siglip2TextConfig, Siglip2VisionConfig
@@ -46,11 +45,15 @@ from .modeling_utils import BaseModelOutputWithPooling, ImageClassifierOutput
 def resize_position_grid(grid: torch.Tensor, spatial_shapes: torch.Tensor, max_length: int) -> torch.Tensor:
     """Per-image position embeddings: the (s, s, D) grid resized to each (h, w), padded to ``max_length`` rows.
 
-    Reproduces ``Siglip2VisionEmbeddings.resize_positional_embeddings`` (transformers ``modeling_siglip2.py``):
-    bilinear interpolation with antialias (it matters when a side shrinks below s), ``align_corners=False``,
-    in float32 on CPU (CPU has no half-precision antialias kernel; other devices use the parameter dtype, as
-    transformers does) and cast back; rows [h*w:] repeat row 0.
-    Images of the same shape share one interpolation: the batch is grouped by distinct (h, w).
+    Reproduces ``Siglip2VisionEmbeddings.resize_positional_embeddings`` (transformers 5.24 ``modeling_siglip2.py``):
+    bilinear interpolation with antialias and ``align_corners=False`` (antialias matters when a side shrinks below
+    s), rows [h*w:] repeating row 0. The interpolation weights are computed here rather than by
+    ``F.interpolate(antialias=True)``, whose CPU kernel is wrong when one output side is 1 and the other exceeds s
+    (a 3x700 px image, grid (234, 1), got position embeddings off by O(1)). Resizing is linear and separable: output
+    row n of image b, at grid cell (r, c) = divmod(n, w_b), is ``sum_ij Wr[r, i] Wc[c, j] grid[i, j]`` with
+    PIL's triangle-filter weights along each axis. The whole batch is one (B, N, s*s) @ (s*s, D) product in
+    float32 (as transformers, on every device), with no per-shape Python loop and no host synchronisation, so it
+    compiles and exports.
 
     Args:
         grid: (s, s, D) learned position table viewed as a grid.
@@ -60,17 +63,24 @@ def resize_position_grid(grid: torch.Tensor, spatial_shapes: torch.Tensor, max_l
     Returns:
         (B, N, D) in the grid's dtype.
     """
-    source_dtype = grid.dtype
-    grid = grid.permute(2, 0, 1).unsqueeze(0)  # (1, D, s, s)
-    if grid.device.type == "cpu":
-        grid = grid.float()
-    shapes, image_to_shape = torch.unique(spatial_shapes, dim=0, return_inverse=True)  # (U, 2), (B,)
-    per_shape = []
-    for h, w in shapes.tolist():
-        resized = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-        resized = resized.reshape(grid.shape[1], h * w).t().to(source_dtype)  # (1, D, h, w) -> (h*w, D)
-        per_shape.append(torch.cat([resized, resized[:1].expand(max_length - h * w, -1)]))  # (N, D)
-    return torch.stack(per_shape)[image_to_shape.to(grid.device)]  # (U, N, D) -> (B, N, D)
+    s = grid.shape[0]
+    device = spatial_shapes.device
+    shapes = spatial_shapes.to(torch.int64)
+    n = torch.arange(max_length, device=device)[None, :]  # (1, N)
+    width = shapes[:, 1:]  # (B, 1)
+    real = n < shapes.prod(-1, keepdim=True)  # (B, N): the first h*w rows are the image's cells
+    cell = torch.stack([n // width, n % width], dim=-1) * real[..., None]  # (B, N, 2) (r, c); padding -> (0, 0)
+    # Triangle filter along each axis (PIL / torch antialias): centre of output cell k in input coordinates is
+    # (k + 0.5) * scale, and the filter widens to `scale` input cells when shrinking.
+    scale = s / shapes.to(torch.float32)  # (B, 2) input cells per output cell, rows and columns
+    support = scale.clamp(min=1.0)[:, None, :, None]  # (B, 1, 2, 1)
+    center = (cell.to(torch.float32) + 0.5) * scale[:, None, :]  # (B, N, 2)
+    source = torch.arange(s, device=device, dtype=torch.float32) + 0.5  # (s,) input cell centres
+    weights = (1.0 - (source - center[..., None]).abs() / support).clamp(min=0.0)  # (B, N, 2, s)
+    weights = weights / weights.sum(-1, keepdim=True)
+    weights = (weights[..., 0, :, None] * weights[..., 1, None, :]).flatten(-2)  # (B, N, s*s): row x column
+    flat = grid.reshape(s * s, grid.shape[-1]).float()  # (s*s, D)
+    return (weights.to(flat.device) @ flat).to(grid.dtype)  # (B, N, D)
 
 
 class Siglip2VisionEmbeddings(nn.Module):

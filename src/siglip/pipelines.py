@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 DEFAULT_TEMPLATE = "This is a photo of {}."
 TASKS = ("zero-shot-image-classification",)
+TEXT_INPUT_NAMES = ("input_ids", "attention_mask")  # what the text tower takes from a tokenizer's output
 
 
 def resolve_pipeline_device(device: Any) -> torch.device:
@@ -105,14 +106,20 @@ class ZeroShotImageClassificationPipeline:
             raise ValueError(f"texts must be strings; got {bad[:3]!r}")
         out = []
         for chunk in _batches(texts, _check_batch_size(batch_size or max(self.batch_size, 32))):
-            tokens = self.tokenizer(
-                list(chunk), padding="max_length", truncation=True, max_length=self.text_length, return_tensors="pt"
-            )
-            emb = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device))
+            emb = self.model.get_text_features(**self.tokenize(chunk))
             out.append(F.normalize(emb.float(), dim=-1) if normalize else emb.float())
         if not out:
             return torch.empty(0, self._embed_dim())
         return torch.cat(out)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Text-tower inputs on the model's device: ``input_ids`` padded to the trained length, plus
+        ``attention_mask`` when the tokenizer returns one (its ``model_input_names`` say so), exactly as
+        transformers' pipeline passes them to the model."""
+        tokens = self.tokenizer(
+            list(texts), padding="max_length", truncation=True, max_length=self.text_length, return_tensors="pt"
+        )
+        return {k: tokens[k].to(self.device) for k in TEXT_INPUT_NAMES if k in tokens}
 
     def preprocess_images(self, images: Sequence[Any]) -> dict[str, torch.Tensor]:
         """Model inputs for a list of already-loaded images, on the model's device and dtype."""

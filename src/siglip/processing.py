@@ -4,7 +4,7 @@
 Keyword priority, highest first (transformers' ``_merge_kwargs``): call keywords, then the ``text_kwargs`` /
 ``images_kwargs`` dicts, then the processor's defaults (SigLIP: none, so text is *not* padded unless asked;
 SigLIP2: ``padding="max_length"``, ``truncation=True``, ``max_length=64``, and 256 patches of 16 pixels), then
-the tokenizer's and image processor's own settings. As in transformers 5.23, the SigLIP2 defaults therefore win
+the tokenizer's and image processor's own settings. As in transformers 5.24, the SigLIP2 defaults therefore win
 over a ``max_num_patches`` / ``patch_size`` saved in ``preprocessor_config.json``: pass them in the call (or to
 ``from_pretrained``) to change them.
 """

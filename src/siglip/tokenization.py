@@ -1,4 +1,4 @@
-"""Text tokenizers for SigLIP and SigLIP2, giving the ids transformers 5.23's ``AutoTokenizer`` gives.
+"""Text tokenizers for SigLIP and SigLIP2, giving the ids transformers 5.24's ``AutoTokenizer`` gives.
 
 This module owns:
 
@@ -361,7 +361,9 @@ class _Tokenizer:
     def batch_decode(
         self, sequences: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None
     ) -> list[str]:
-        """``decode`` that always returns a list of strings."""
+        """``decode`` that always returns a list of strings (an empty batch gives [], as transformers 5.24)."""
+        if _to_python(sequences) == []:
+            return []
         out = self.decode(sequences, skip_special_tokens, clean_up_tokenization_spaces)
         return [out] if isinstance(out, str) else out
 
@@ -762,7 +764,7 @@ class SiglipTokenizer(_Tokenizer):
 
 
 class GemmaTokenizer(_Tokenizer):
-    """The Gemma BPE tokenizer as transformers 5.23 builds it (``models/gemma/tokenization_gemma.py`` on
+    """The Gemma BPE tokenizer as transformers 5.24 builds it (``models/gemma/tokenization_gemma.py`` on
     ``TokenizersBackend``); SigLIP2 FixRes repos (``model_type`` "siglip") load this one, so no lowercasing.
 
     Like transformers, only the vocabulary, merges and post-processor are taken from ``tokenizer.json``; the
@@ -973,10 +975,10 @@ GemmaTokenizerFast = GemmaTokenizer
 
 
 class Siglip2Tokenizer(GemmaTokenizer):
-    """Gemma tokenizer that lowercases first; reproduces transformers 5.23's
+    """Gemma tokenizer that lowercases first; reproduces transformers 5.24's
     ``models/siglip2/tokenization_siglip2.py`` (used for ``model_type`` "siglip2", the NaFlex repos).
 
-    The lowercasing is unconditional, as in transformers 5.23 (``do_lower_case`` in the config is ignored).
+    The lowercasing is unconditional, as in transformers 5.24 (``do_lower_case`` in the config is ignored).
     Punctuation is kept, unlike big_vision.
     """
 
@@ -999,7 +1001,7 @@ _HUB_CLASS_OVERRIDDEN = {"siglip2"}
 
 
 def tokenizer_class_for_folder(folder: Path) -> type[_Tokenizer]:
-    """The class transformers 5.23's ``AutoTokenizer`` picks for a SigLIP folder (``models/auto/tokenization_auto.py``).
+    """The class transformers 5.24's ``AutoTokenizer`` picks for a SigLIP folder (``models/auto/tokenization_auto.py``).
 
     * ``model_type`` "siglip2" (NaFlex): always ``Siglip2Tokenizer``, whatever ``tokenizer_class`` says (hub
       files say ``GemmaTokenizer``).
@@ -1036,7 +1038,7 @@ def tokenizer_class_for_folder(folder: Path) -> type[_Tokenizer]:
 
 class AutoTokenizer:
     """``AutoTokenizer.from_pretrained(path_or_id)``: the SigLIP / SigLIP2 / Gemma tokenizer a folder declares,
-    chosen as transformers 5.23's ``AutoTokenizer`` chooses it (see ``tokenizer_class_for_folder``)."""
+    chosen as transformers 5.24's ``AutoTokenizer`` chooses it (see ``tokenizer_class_for_folder``)."""
 
     def __init__(self) -> None:
         raise TypeError("AutoTokenizer is not instantiated; use AutoTokenizer.from_pretrained(path_or_hub_id)")

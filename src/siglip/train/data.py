@@ -255,7 +255,8 @@ class ExampleDataset(torch.utils.data.Dataset):
 class Collate:
     """Stacks image inputs; tokenises captions to the model's text length (contrastive) or stacks class indices.
 
-    Returns ``(image inputs, input_ids (B, L))`` or ``(image inputs, labels (B,))``.
+    Returns ``(image inputs, text inputs)`` (``input_ids`` (B, L), plus ``attention_mask`` when the tokenizer
+    returns one) or ``(image inputs, labels (B,))``.
     """
 
     def __init__(self, tokenizer: Any = None, text_length: int = 0):
@@ -263,7 +264,7 @@ class Collate:
 
     def __call__(
         self, items: list[tuple[dict[str, torch.Tensor], str | int]]
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | dict[str, torch.Tensor]]:
         inputs = {key: torch.cat([item[0][key] for item in items]) for key in items[0][0]}
         targets = [item[1] for item in items]
         if self.tokenizer is None:
@@ -271,7 +272,7 @@ class Collate:
         tokens = self.tokenizer(
             targets, padding="max_length", truncation=True, max_length=self.text_length, return_tensors="pt"
         )
-        return inputs, tokens["input_ids"]
+        return inputs, {k: tokens[k] for k in ("input_ids", "attention_mask") if k in tokens}
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -239,6 +239,10 @@ def train_tokenizer(
     )
     corpus.unlink()
     (folder / "spiece.vocab").unlink()
-    tokenizer = SiglipTokenizer(folder / "spiece.model", model_max_length=model_max_length)
+    # No attention mask, as the official SigLIP tokenizers: the model is trained (and used) on max-length padded
+    # ids alone, pads attended (transformers #39269); a mask would change the text embeddings it learns.
+    tokenizer = SiglipTokenizer(
+        folder / "spiece.model", model_max_length=model_max_length, model_input_names=["input_ids"]
+    )
     tokenizer.save_pretrained(folder)
     return tokenizer

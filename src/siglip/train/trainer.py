@@ -154,9 +154,11 @@ class ContrastiveTowers(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, **image_inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **image_inputs: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         image = self.model.get_image_features(**image_inputs).float()  # (B, D)
-        text = self.model.get_text_features(input_ids=input_ids).float()  # (B, D)
+        text = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).float()  # (B, D)
         image = image / image.norm(p=2, dim=-1, keepdim=True)
         text = text / text.norm(p=2, dim=-1, keepdim=True)
         return image, text, self.model.logit_scale.clone(), self.model.logit_bias.clone()
@@ -490,7 +492,8 @@ class Trainer:
         _reseed(self.args.seed, step, self.procs.rank, m)
         with torch.autocast(self.procs.device.type, dtype=torch.bfloat16, enabled=self.args.bf16):
             if self.contrastive:
-                return self.wrapped(target.to(self.procs.device), **image_inputs)
+                text_inputs = {k: v.to(self.procs.device, non_blocking=True) for k, v in target.items()}
+                return self.wrapped(**text_inputs, **image_inputs)
             return self.wrapped(**image_inputs)
 
     def _step(self, step: int, micro: list[tuple[dict[str, torch.Tensor], torch.Tensor]]) -> dict[str, float]:
