@@ -44,47 +44,9 @@ def test_bf16_embeddings_cosine_to_fp32(folder):
         assert F.cosine_similarity(a, b).min() >= 0.999
 
 
-def _vision_pooled(model, pixels, prepack, monkeypatch):
-    monkeypatch.setattr(siglip.modeling_siglip, "_PREPACK", prepack)
-    with torch.no_grad():
-        return model.vision_model(pixel_values=pixels.to(model.dtype)).pooler_output.float()
-
-
-@pytest.mark.skipif(
-    not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-    reason="this CPU has no oneDNN bf16",
-)
-def test_bf16_prepacked_linears_match_plain_ones_and_follow_weight_edits(folder, monkeypatch):
-    """bf16 inference on CPU runs its linears on cached oneDNN weights: the same numbers as
-    F.linear up to bf16 rounding, and an in-place weight edit is picked up (the cache is keyed on the version)."""
-    pixels, _ = _inputs(3)
-    model = siglip.AutoModel.from_pretrained(folder, dtype=torch.bfloat16)
-    layer = model.vision_model.encoder.layers[0]
-    plain = _vision_pooled(model, pixels, False, monkeypatch)
-    assert "_prepacked" not in layer.mlp.fc1.__dict__
-    fast = _vision_pooled(model, pixels, True, monkeypatch)
-    assert {"_prepacked_qkv"} <= layer.self_attn.__dict__.keys() and "_prepacked" in layer.mlp.fc1.__dict__
-    assert F.cosine_similarity(fast, plain).min() >= 0.9999
-    torch.testing.assert_close(fast, plain, rtol=2e-2, atol=2e-2)
-
-    with torch.no_grad():
-        layer.mlp.fc1.weight.mul_(-1.5)
-        layer.self_attn.k_proj.weight.mul_(2.0)
-    edited_plain = _vision_pooled(model, pixels, False, monkeypatch)
-    edited_fast = _vision_pooled(model, pixels, True, monkeypatch)
-    assert F.cosine_similarity(edited_plain, plain).min() < 0.99  # the edit matters ...
-    assert F.cosine_similarity(edited_fast, edited_plain).min() >= 0.9999  # ... and the fast path sees it
-
-    # with autograd (training) the plain path runs, so gradients reach the weights
-    model.train()
-    out = model.vision_model(pixel_values=pixels.bfloat16()).pooler_output.float().sum()
-    out.backward()
-    assert layer.mlp.fc1.weight.grad is not None and layer.self_attn.q_proj.weight.grad is not None
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_int8_weights_keep_cosine_and_shrink_memory(folder, dtype):
-    """bf16 too: quantized weights must stay off the prepacked-weight path (oneDNN can't reorder them)."""
+    """fp32 and bf16: int8 weights keep embeddings within cosine 0.99 and take under 30% of fp32 memory."""
     pytest.importorskip("torchao", reason="the quant extra (torchao) is part of the test install")
     pixels, ids = _inputs(1)
     model = siglip.AutoModel.from_pretrained(folder, dtype=dtype)
@@ -104,7 +66,7 @@ def test_int8_weights_keep_cosine_and_shrink_memory(folder, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_compile_model_matches_eager(folder, dtype):
-    """bf16 too: the eager run fills the prepacked-weight caches, which compiled code must not trace into."""
+    """fp32 equals eager to 1e-4; bf16 within cosine 0.999."""
     model = siglip.AutoModel.from_pretrained(folder, dtype=dtype)
     pixels, ids = _inputs(2)
     ref = _embeds(model, pixels, ids)

@@ -63,6 +63,7 @@ _EXPORTS: dict[str, str] = {
     "quantize_int8": "quantization",
     "compile_model": "compilation",
     # training
+    "SaveConfigCallback": "train.hf_trainer",
     "sigmoid_loss": "loss",
     "distributed_sigmoid_loss": "loss",
 }

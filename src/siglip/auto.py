@@ -65,11 +65,13 @@ class AutoConfig:
         hub_kwargs = split_hub_kwargs(kwargs)
         config_file = resolve_config_file(name_or_path, **hub_kwargs)
         try:
-            return AutoConfig.from_dict(read_config_dict(config_file.parent), **kwargs)
+            config = AutoConfig.from_dict(read_config_dict(config_file.parent), **kwargs)
         except ValueError as e:
             if isinstance(e, CheckpointError):
                 raise
             raise CheckpointError(f"{config_file}: {e}") from None
+        config.name_or_path = name_or_path
+        return config
 
 
 class _AutoModelBase:

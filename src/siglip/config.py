@@ -46,6 +46,17 @@ class BaseConfig:
     init_only_keys: ClassVar[tuple[str, ...]] = ()
 
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # Where the config was loaded from (a folder or hub id; "" when built in code), as transformers'
+    # ``config._name_or_path``: tools read it (PEFT's base_model_name_or_path), it is never written to the file.
+    _name_or_path: ClassVar[str] = ""
+
+    @property
+    def name_or_path(self) -> str:
+        return self._name_or_path
+
+    @name_or_path.setter
+    def name_or_path(self, value: str | os.PathLike) -> None:
+        self._name_or_path = str(value)
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
@@ -90,7 +101,9 @@ class BaseConfig:
         hub_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _HUB_KWARGS}
         kwargs.pop("trust_remote_code", None)  # accepted for drop-in use; we never run remote code
         config = cls.from_json_file(resolve_config_file(name_or_path, **hub_kwargs))
-        return config.replace(**kwargs) if kwargs else config
+        config = config.replace(**kwargs) if kwargs else config
+        config.name_or_path = name_or_path
+        return config
 
     # -- serialisation ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -124,7 +137,9 @@ class BaseConfig:
         """A validated copy with some fields changed (unknown names go to ``extra``)."""
         data = self.to_dict()
         data.update(changes)
-        return type(self).from_dict(data)
+        config = type(self).from_dict(data)
+        config.name_or_path = self.name_or_path
+        return config
 
     def __post_init__(self) -> None:
         self.validate()

@@ -183,6 +183,12 @@ def read_json_object(path: Path) -> dict[str, Any]:
 def read_config_dict(folder: Path) -> dict[str, Any]:
     config_file = folder / CONFIG_NAME
     if not config_file.is_file():
+        if (folder / "trainer_state.json").is_file():
+            raise CheckpointError(
+                f"{folder} has no {CONFIG_NAME}: transformers.Trainer saves only the weights of models that are not "
+                "transformers classes. Load it with from_pretrained(folder, config=<the trained model's config>), "
+                "or train with callbacks=[siglip.SaveConfigCallback()] so that every checkpoint gets its config.json"
+            )
         raise CheckpointError(f"{folder} has no {CONFIG_NAME}; is this a SigLIP checkpoint folder?")
     return read_json_object(config_file)
 
@@ -256,20 +262,28 @@ def _read_into(f, tensor: torch.Tensor, info: TensorInfo) -> None:
         got += n
 
 
-def checkpoint_tensors(folder: Path) -> dict[str, TensorInfo]:
-    """Every tensor of the checkpoint in ``folder``: single or sharded safetensors, else ``pytorch_model.bin``."""
+def checkpoint_tensors(folder: Path, use_safetensors: bool | None = None) -> dict[str, TensorInfo]:
+    """Every tensor of the checkpoint in ``folder``: single or sharded safetensors, else ``pytorch_model.bin``.
+
+    ``use_safetensors`` as in transformers: True requires safetensors, False reads ``pytorch_model.bin`` only.
+    """
     single = folder / SAFE_WEIGHTS_NAME
     index = folder / SAFE_WEIGHTS_INDEX_NAME
-    if single.is_file():
-        return read_safetensors_header(single)[0]
-    if index.is_file():
-        return _sharded_infos(index)
-    for name in (TORCH_WEIGHTS_NAME, TORCH_WEIGHTS_INDEX_NAME):
-        if (folder / name).is_file():
-            return _torch_bin_infos(folder)
-    raise CheckpointError(
-        f"{folder} has no weights: expected {SAFE_WEIGHTS_NAME}, {SAFE_WEIGHTS_INDEX_NAME} or {TORCH_WEIGHTS_NAME}"
-    )
+    if use_safetensors is not False:
+        if single.is_file():
+            return read_safetensors_header(single)[0]
+        if index.is_file():
+            return _sharded_infos(index)
+    if use_safetensors is not True:
+        for name in (TORCH_WEIGHTS_NAME, TORCH_WEIGHTS_INDEX_NAME):
+            if (folder / name).is_file():
+                return _torch_bin_infos(folder)
+    expected = {
+        True: f"{SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME} (use_safetensors=True)",
+        False: f"{TORCH_WEIGHTS_NAME} or {TORCH_WEIGHTS_INDEX_NAME} (use_safetensors=False)",
+        None: f"{SAFE_WEIGHTS_NAME}, {SAFE_WEIGHTS_INDEX_NAME} or {TORCH_WEIGHTS_NAME}",
+    }[use_safetensors]
+    raise CheckpointError(f"{folder} has no weights: expected {expected}")
 
 
 def _sharded_infos(index: Path) -> dict[str, TensorInfo]:
@@ -330,17 +344,9 @@ def _torch_bin_infos(folder: Path) -> dict[str, TensorInfo]:
 
 
 def iter_tensors(
-    infos: Iterable[TensorInfo],
-    dtype: torch.dtype | None,
-    device: torch.device,
-    into: dict[str, torch.Tensor] | None = None,
+    infos: Iterable[TensorInfo], dtype: torch.dtype | None, device: torch.device
 ) -> Iterator[tuple[TensorInfo, torch.Tensor]]:
-    """Read tensors one at a time, in file order, cast floating ones to ``dtype`` and move them to ``device``.
-
-    ``into`` maps some names to tensors already allocated for them (views of a packed q/k/v buffer): those are
-    filled in place, straight from the file when dtype and device allow, and yielded.
-    """
-    into = into or {}
+    """Read tensors one at a time, in file order, cast floating ones to ``dtype`` and move them to ``device``."""
     by_file: dict[Path, list[TensorInfo]] = {}
     for info in infos:
         by_file.setdefault(info.file, []).append(info)
@@ -349,20 +355,13 @@ def iter_tensors(
         if file.suffix == ".bin":
             state = _TORCH_BIN_CACHE.pop(file, None) or _load_torch_bin(file)
             for info in group:
-                t = _finish(state[info.name].clone(), dtype, device)
-                yield info, into[info.name].copy_(t) if info.name in into else t
+                yield info, _finish(state[info.name].clone(), dtype, device)
             continue
         with open(file, "rb", buffering=0) as f:
             for info in group:
-                target = into.get(info.name)
-                if target is not None and target.dtype == info.dtype and target.device.type == "cpu":
-                    _read_into(f, target, info)
-                    yield info, target
-                    continue
                 t = torch.empty(info.shape, dtype=info.dtype)
                 _read_into(f, t, info)
-                t = _finish(t, dtype, device)
-                yield info, target.copy_(t) if target is not None else t
+                yield info, _finish(t, dtype, device)
 
 
 def _finish(t: torch.Tensor, dtype: torch.dtype | None, device: torch.device) -> torch.Tensor:
@@ -492,13 +491,16 @@ def load_pretrained(
     """Build ``model_class`` from a checkpoint folder or hub id; see ``PreTrainedModel.from_pretrained``."""
     from .modeling_utils import check_attn_implementation
 
+    check_loading_options(kwargs)
+    dtype = _dtype_argument(dtype, kwargs.pop("torch_dtype", None))
+    output_loading_info = bool(kwargs.pop("output_loading_info", False))
+    use_safetensors = kwargs.pop("use_safetensors", None)
     quantization_config = kwargs.pop("quantization_config", None)
     if quantization_config is not None:
         from .quantization import check_bitsandbytes
 
         check_bitsandbytes(quantization_config)  # fail before reading any weights
-    kwargs.pop("trust_remote_code", None)  # we never run remote code; accepted for drop-in compatibility
-    kwargs.pop("low_cpu_mem_usage", None)
+    kwargs.pop("low_cpu_mem_usage", None)  # weights always stream into place
     hub_kwargs = split_hub_kwargs(kwargs)
     attn_implementation = check_attn_implementation(attn_implementation)
     target_device = resolve_device(device, device_map)
@@ -509,7 +511,8 @@ def load_pretrained(
         if kwargs:
             config = config.replace(**kwargs)
         config_dict = config.to_dict()
-    infos = checkpoint_tensors(folder)
+    config.name_or_path = name_or_path
+    infos = checkpoint_tensors(folder, use_safetensors)
     target_dtype = resolve_dtype(dtype, config_dict, infos)
 
     with torch.device("meta"):
@@ -538,14 +541,10 @@ def load_pretrained(
         raise CheckpointError("\n".join(lines))
 
     state: dict[str, torch.Tensor] = {}
-    into = _packed_qkv_targets(model, mapping, infos, target_dtype, target_device)
-    for info, tensor in iter_tensors((infos[n] for n in mapping), target_dtype, target_device, into):
+    for info, tensor in iter_tensors((infos[n] for n in mapping), target_dtype, target_device):
         state[mapping[info.name]] = tensor
     model.load_state_dict(state, strict=False, assign=True)
     del state
-    for module in model.modules():  # no-op where q/k/v were read into one buffer; packs them otherwise
-        if hasattr(module, "pack_qkv"):
-            module.pack_qkv()
     if fresh:
         _materialize_fresh(model, fresh, target_dtype, target_device)
         logger.warning(
@@ -559,31 +558,54 @@ def load_pretrained(
         target = target_device if target_device.type == "cuda" else torch.device("cuda")
         model = apply_bitsandbytes(model, quantization_config, target)
     model.eval()
+    if output_loading_info:  # transformers' report; a strict load leaves only freshly initialised heads to list
+        return model, {"missing_keys": sorted(fresh), "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
     return model
 
 
-def _packed_qkv_targets(
-    model: nn.Module,
-    mapping: dict[str, str],
-    infos: dict[str, TensorInfo],
-    dtype: torch.dtype | None,
-    device: torch.device,
-) -> dict[str, torch.Tensor]:
-    """{checkpoint name: view} for every attention's q/k/v weight and bias, each trio being thirds of one new
-    buffer, so that loading reads them into place instead of concatenating them afterwards (a second copy)."""
-    key_to_name = {key: name for name, key in mapping.items()}
-    targets: dict[str, torch.Tensor] = {}
-    for prefix, module in model.named_modules():
-        projections = getattr(module, "packed_projections", ())
-        for kind in ("weight", "bias") if projections else ():
-            names = [key_to_name.get(f"{prefix}.{proj}.{kind}".lstrip(".")) for proj in projections]
-            if None in names or len({(infos[n].dtype, infos[n].shape) for n in names}) != 1:
-                continue  # leave odd cases to pack_qkv
-            shape, stored = infos[names[0]].shape, infos[names[0]].dtype
-            buffer = torch.empty((len(names) * shape[0], *shape[1:]), dtype=dtype or stored, device=device)
-            for i, name in enumerate(names):
-                targets[name] = buffer[i * shape[0] : (i + 1) * shape[0]]
-    return targets
+# transformers ``from_pretrained`` options this loader does not implement, and what to do instead. They fail
+# loudly: passed on as config overrides (transformers' rule for unknown keywords) they would be ignored silently.
+UNSUPPORTED_LOADING_OPTIONS = {
+    "max_memory": "siglip places the whole model on one device (device= or device_map=)",
+    "offload_folder": "siglip does not offload weights to disk; load on one device",
+    "offload_state_dict": "siglip does not offload weights; it streams them into place",
+    "offload_buffers": "siglip does not offload weights; load on one device",
+    "ignore_mismatched_sizes": "loading is strict; resize the checkpoint's tensors or change the config",
+    "load_in_8bit": "pass quantization_config=siglip.BitsAndBytesConfig(load_in_8bit=True)",
+    "load_in_4bit": "pass quantization_config=siglip.BitsAndBytesConfig(load_in_4bit=True)",
+    "state_dict": "save the weights with save_pretrained and load that folder",
+    "from_tf": "only PyTorch checkpoints (safetensors or pytorch_model.bin) are read",
+    "from_flax": "only PyTorch checkpoints (safetensors or pytorch_model.bin) are read",
+    "gguf_file": "only safetensors / pytorch_model.bin checkpoints are read",
+    "variant": "only the default weight file names are read (model.safetensors, its index, pytorch_model.bin)",
+    "tp_plan": "tensor parallelism is not implemented; use siglip train (DDP / FSDP) for multi-GPU training",
+    "tp_size": "tensor parallelism is not implemented",
+    "device_mesh": "tensor parallelism is not implemented",
+    "key_mapping": "checkpoint names must be the hub names; convert the checkpoint first",
+    "adapter_name": "load the adapter with peft (PeftModel.from_pretrained(model, adapter_folder))",
+    "adapter_kwargs": "load the adapter with peft (PeftModel.from_pretrained(model, adapter_folder))",
+    "proxies": "set HTTPS_PROXY in the environment (huggingface_hub honours it)",
+    "weights_only": "weights are always read without unpickling code (weights_only=True)",
+    "use_kernels": "hub kernels are not used; siglip.optimize(model) is the inference fast path",
+    "kernel_config": "hub kernels are not used; siglip.optimize(model) is the inference fast path",
+}
+
+
+def check_loading_options(kwargs: dict[str, Any]) -> None:
+    """Refuse transformers loading options we don't implement, naming each and the alternative."""
+    given = [name for name in kwargs if name in UNSUPPORTED_LOADING_OPTIONS]
+    if given:
+        reasons = "; ".join(f"{name}: {UNSUPPORTED_LOADING_OPTIONS[name]}" for name in given)
+        raise ValueError(f"from_pretrained() option(s) not supported by siglip: {reasons}")
+
+
+def _dtype_argument(dtype: Any, torch_dtype: Any) -> Any:
+    """``torch_dtype`` is the name transformers still accepts for ``dtype``."""
+    if torch_dtype is None:
+        return dtype
+    if dtype is not None and dtype != torch_dtype:
+        raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass dtype only")
+    return torch_dtype
 
 
 def _materialize_fresh(model: nn.Module, keys: list[str], dtype: torch.dtype | None, device: torch.device) -> None:
@@ -603,23 +625,42 @@ def _own_storage(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, **kwargs: Any) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` atomically (temporary names, then rename)."""
+def save_pretrained(
+    model: nn.Module,
+    save_directory: str | os.PathLike,
+    *,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    is_main_process: bool = True,
+    safe_serialization: bool = True,
+    max_shard_size: Any = None,
+) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` atomically (temporary names, then rename).
+
+    The keywords are transformers' (what PEFT, accelerate and Trainer pass): ``state_dict`` saves those tensors
+    instead of the model's, ``is_main_process=False`` writes nothing (other ranks), ``max_shard_size`` is
+    accepted and the weights stay in one file; only safetensors is written.
+    """
     from safetensors.torch import save_file
 
-    kwargs.pop("safe_serialization", None)
-    if kwargs:
-        raise TypeError(f"save_pretrained() got unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+    if not safe_serialization:
+        raise ValueError("save_pretrained(safe_serialization=False): siglip writes safetensors only")
     save_directory = Path(save_directory)
+    if not is_main_process:
+        return save_directory
     save_directory.mkdir(parents=True, exist_ok=True)
+    # safetensors refuses tensors that share storage (views a user made, tied weights): give those their own copy.
+    state = {k: _own_storage(v.detach()) for k, v in (state_dict or model.state_dict()).items()}
+    tmp = save_directory / (SAFE_WEIGHTS_NAME + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, save_directory / SAFE_WEIGHTS_NAME)
+    save_model_config(model, save_directory)
+    return save_directory
+
+
+def save_model_config(model: nn.Module, save_directory: str | os.PathLike) -> Path:
+    """Write the model's ``config.json``, naming its class (``architectures``) and weight dtype, as transformers."""
     config = model.config
     config.extra.pop("torch_dtype", None)
     config.extra["architectures"] = [type(model).__name__]
     config.extra["dtype"] = str(model.dtype).replace("torch.", "")
-    # safetensors refuses tensors that share storage (q/k/v are views of one buffer): give those their own copy.
-    state = {k: _own_storage(v.detach()) for k, v in model.state_dict().items()}
-    tmp = save_directory / (SAFE_WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, save_directory / SAFE_WEIGHTS_NAME)
-    config.save_pretrained(save_directory)
-    return save_directory
+    return config.save_pretrained(save_directory)

@@ -10,8 +10,8 @@ Shapes: B batch, L sequence length (tokens or patches), D hidden size, H heads, 
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
 from typing import Any, ClassVar
 
 import torch
@@ -77,48 +77,20 @@ def _embedding(num: int, dim: int) -> nn.Embedding:
     return nn.Embedding(num, dim, _weight=torch.empty(num, dim))
 
 
-# ------------------------------------------------------------------------------------------------------------
-# CPU bf16 inference: linears with prepacked oneDNN weights
-# ------------------------------------------------------------------------------------------------------------
-# A bf16 F.linear on CPU reorders its weight into oneDNN's blocked layout on every call; doing that once and
-# keeping the result runs the base-size layers 10-25% faster, with the same rounding (oneDNN could also fuse the
-# GELU into fc1, but applying it to the fp32 accumulator moves logits by a few bf16 ulps away from the reference's
-# rounding, for a 3% gain). Used only without autograd, so training and fp32 are untouched. The cache is keyed on the weight's storage and version: replacing or editing a weight in place
-# repacks it. SIGLIP_CPU_PREPACK=0 turns it off (it holds a second bf16 copy of the linear weights).
-_PREPACK = os.environ.get("SIGLIP_CPU_PREPACK", "1") != "0"
-_MKLDNN_BF16: bool | None = None
+def tracing() -> bool:
+    """Whether a graph is being captured (torch.compile, torch.export, jit / fx tracing) rather than run eagerly.
+
+    Checks on input *values* (NaN pixels, ids outside the vocabulary, NaFlex masks that disagree with their shapes)
+    run only eagerly, at the model entry points: they read tensor values on the host, which a graph can't branch
+    on. Everything else in a forward depends on shapes alone.
+    """
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or _fx_symbolic_tracing()
 
 
-def use_prepacked(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether this linear runs through a prepacked oneDNN weight: bf16 on CPU, no gradient needed."""
-    global _MKLDNN_BF16
-    if torch.compiler.is_compiling():  # Inductor prepacks frozen weights itself and can't lower a cached one
-        return False
-    if not (_PREPACK and x.dtype == torch.bfloat16 and weight.dtype == torch.bfloat16 and x.device.type == "cpu"):
-        return False
-    if type(weight) not in (torch.Tensor, nn.Parameter):  # quantized weights (torchao) keep their own kernels
-        return False
-    if torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad):
-        return False
-    if _MKLDNN_BF16 is None:
-        _MKLDNN_BF16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return _MKLDNN_BF16
-
-
-def prepacked_linear(
-    owner: nn.Module,
-    slot: str,
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-) -> torch.Tensor:
-    """``x @ weight.T + bias`` with ``weight`` reordered once and cached as ``owner.<slot>``; (..., in) -> (..., out)."""
-    key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.stride())
-    cached = owner.__dict__.get(slot)
-    if cached is None or cached[0] != key:
-        cached = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
-        owner.__dict__[slot] = cached
-    return torch.ops.mkldnn._linear_pointwise(x, cached[1], bias, "none", [], "")
+# torch.fx symbolic tracing (torch.export and compile are covered by is_compiling); the name changed in torch 2.x.
+_fx_symbolic_tracing = getattr(
+    torch.fx._symbolic_trace, "is_fx_symbolic_tracing", torch.fx._symbolic_trace.is_fx_tracing
+)
 
 
 def padding_mask_to_attention_bias(
@@ -126,44 +98,26 @@ def padding_mask_to_attention_bias(
 ) -> torch.Tensor | None:
     """Turn a (B, L) 1/0 key mask into what the attention kernel takes.
 
-    Returns None when nothing is masked (lets SDPA use its fastest kernel), a (B, 1, 1, L) boolean mask for SDPA
-    (True = attend), or a (B, 1, 1, L) additive mask for eager (0 / finfo.min) — the same values transformers
-    builds. Only keys are masked: padded query rows still produce (ignored) outputs.
+    Returns None without a mask, a (B, 1, 1, L) boolean mask for SDPA (True = attend), or a (B, 1, 1, L) additive
+    mask for eager (0 / finfo.min) — the values transformers builds. Only keys are masked: padded query rows still
+    produce (ignored) outputs. A given mask is always applied, all ones or not: no branch on its values.
     """
     if attention_mask is None:
         return None
     if attention_mask.dim() != 2:
         raise ValueError(f"attention_mask must have shape (batch, sequence), got {tuple(attention_mask.shape)}")
-    keep = attention_mask.to(torch.bool)
-    if implementation != "eager" and bool(keep.all()):
-        return None
-    keep = keep[:, None, None, :]
+    keep = attention_mask.to(torch.bool)[:, None, None, :]
     if implementation == "eager":
         return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
     return keep
 
 
-def _back_to_back(*tensors: torch.Tensor) -> bool:
-    """Whether contiguous tensors follow each other in one storage (so they can be read as one)."""
-    first = tensors[0]
-    if first.device.type == "meta" or not all(t.is_contiguous() and t.dtype == first.dtype for t in tensors):
-        return False
-    ptr, step = first.data_ptr(), first.numel() * first.element_size()
-    return all(t.data_ptr() == ptr + i * step and t.device == first.device for i, t in enumerate(tensors))
-
-
 class SiglipAttention(nn.Module):
     """Multi-head self-attention with separate q/k/v/out projections and no causal mask.
 
-    The q/k/v weights (and biases) are kept back to back in one buffer; the parameters are views into it, so the
-    checkpoint names stay ``q_proj`` / ``k_proj`` / ``v_proj``. Without autograd that buffer is used directly as
-    one (3D, D) projection: one matmul and, in bf16 on CPU, one prepacked oneDNN weight instead of three, with
-    identical results (in fp32 it measured the same speed as three). When the packing is lost (parameters replaced
-    by hand) or gradients are needed, the three projections run separately.
+    Every projection runs by calling its ``nn.Linear``, so hooks, PEFT adapters and replaced modules see every call.
+    Fused or prepacked projections for inference live in ``siglip.optimize``, never here.
     """
-
-    # the projections kept back to back, in buffer order (hub.load_pretrained reads checkpoints into this layout)
-    packed_projections = ("q_proj", "k_proj", "v_proj")
 
     def __init__(self, config: SiglipTextConfig | SiglipVisionConfig):
         super().__init__()
@@ -177,63 +131,20 @@ class SiglipAttention(nn.Module):
         self.v_proj = nn.Linear(self.embed_dim, self.embed_dim)
         self.q_proj = nn.Linear(self.embed_dim, self.embed_dim)
         self.out_proj = nn.Linear(self.embed_dim, self.embed_dim)
-        self.pack_qkv()
 
     def reset_parameters_siglip(self) -> None:
         for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
             nn.init.xavier_uniform_(proj.weight)
             nn.init.zeros_(proj.bias)
 
-    def pack_qkv(self) -> None:
-        """Move the q/k/v weights and biases into one buffer each (parameters become views; values unchanged)."""
-        projections = [getattr(self, name) for name in self.packed_projections]
-        for name in ("weight", "bias"):
-            params = [getattr(p, name) for p in projections]
-            if _back_to_back(*params):
-                continue
-            packed = torch.cat([p.detach() for p in params]) if params[0].device.type != "meta" else torch.empty(
-                (3 * params[0].shape[0], *params[0].shape[1:]), dtype=params[0].dtype, device="meta"
-            )
-            for i, (proj, old) in enumerate(zip(projections, params, strict=True)):
-                view = packed[i * old.shape[0] : (i + 1) * old.shape[0]]
-                setattr(proj, name, nn.Parameter(view, requires_grad=old.requires_grad))
-
-    def _apply(self, fn, recurse: bool = True):
-        # .to() / .half() / .cuda() convert each parameter on its own: pack them together again afterwards.
-        out = super()._apply(fn, recurse)
-        self.pack_qkv()
-        return out
-
-    def _packed_qkv(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The (3D, D) weight and (3D,) bias over q/k/v's shared storage, when usable (no autograd needed)."""
-        projections = [getattr(self, name) for name in self.packed_projections]
-        weights = [p.weight for p in projections]
-        biases = [p.bias for p in projections]
-        if torch.is_grad_enabled() and weights[0].requires_grad:
-            return None
-        if not (_back_to_back(*weights) and _back_to_back(*biases)):
-            return None
-        D = self.embed_dim
-        w, b = weights[0], biases[0]
-        return w.as_strided((3 * D, D), (D, 1), w.storage_offset()), b.as_strided((3 * D,), (1,), b.storage_offset())
-
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, L, D = hidden_states.shape
-        packed = self._packed_qkv()
-        if packed is not None:
-            if use_prepacked(hidden_states, packed[0]):
-                qkv = prepacked_linear(self, "_prepacked_qkv", hidden_states, *packed)
-            else:
-                qkv = F.linear(hidden_states, *packed)
-            qkv = qkv.view(B, L, 3, self.num_heads, self.head_dim)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, hd)
-        else:
-            # (B, L, D) -> (B, H, L, hd)
-            q = self.q_proj(hidden_states).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
-            k = self.k_proj(hidden_states).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
-            v = self.v_proj(hidden_states).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+        # (B, L, D) -> (B, H, L, hd)
+        q = self.q_proj(hidden_states).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(hidden_states).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
         weights = None
         impl = self._attn_implementation
@@ -253,8 +164,6 @@ class SiglipAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout, scale=self.scale)
         out = out.transpose(1, 2).reshape(B, L, D)  # (B, H, L, hd) -> (B, L, D)
-        if use_prepacked(out, self.out_proj.weight):
-            return prepacked_linear(self.out_proj, "_prepacked", out, self.out_proj.weight, self.out_proj.bias), weights
         return self.out_proj(out), weights
 
 
@@ -294,11 +203,7 @@ class SiglipMLP(nn.Module):
             nn.init.normal_(fc.bias, std=1e-6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, L, D) -> (B, L, I) -> (B, L, D)
-        if use_prepacked(x, self.fc1.weight) and use_prepacked(x, self.fc2.weight):
-            h = self.activation_fn(prepacked_linear(self.fc1, "_prepacked", x, self.fc1.weight, self.fc1.bias))
-            return prepacked_linear(self.fc2, "_prepacked", h, self.fc2.weight, self.fc2.bias)
-        return self.fc2(self.activation_fn(self.fc1(x)))
+        return self.fc2(self.activation_fn(self.fc1(x)))  # (B, L, D) -> (B, L, I) -> (B, L, D)
 
 
 class SiglipEncoderLayer(nn.Module):
@@ -328,6 +233,26 @@ class SiglipEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList([SiglipEncoderLayer(config) for _ in range(config.num_hidden_layers)])
         self.gradient_checkpointing = False
+        self._checkpoint_options: dict[str, Any] = {"use_reentrant": False}
+        self._checkpoint_every = 1
+        self._checkpoint_offload = False
+
+    def set_checkpointing(
+        self, enable: bool, options: dict[str, Any] | None = None, every_n_layers: int = 1, offload: bool = False
+    ) -> None:
+        """Recompute every ``every_n_layers``-th layer in backward (``torch.utils.checkpoint`` with ``options``)."""
+        self.gradient_checkpointing = enable
+        self._checkpoint_options = dict(options or {"use_reentrant": False})
+        self._checkpoint_every = every_n_layers
+        self._checkpoint_offload = offload
+
+    def _checkpointed(self, index: int) -> bool:
+        return (
+            self.gradient_checkpointing
+            and self.training
+            and torch.is_grad_enabled()
+            and index % self._checkpoint_every == 0
+        )
 
     def forward(
         self,
@@ -339,11 +264,13 @@ class SiglipEncoder(nn.Module):
         hidden_states = inputs_embeds
         all_hidden = [hidden_states] if output_hidden_states else None
         all_attn = [] if output_attentions else None
-        for layer in self.layers:
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                hidden_states, weights = checkpoint(
-                    layer, hidden_states, attention_mask, output_attentions, use_reentrant=False
-                )
+        for index, layer in enumerate(self.layers):
+            if self._checkpointed(index):
+                offload = self._checkpoint_offload and hidden_states.device.type == "cuda"
+                with torch.autograd.graph.save_on_cpu(pin_memory=True) if offload else contextlib.nullcontext():
+                    hidden_states, weights = checkpoint(
+                        layer, hidden_states, attention_mask, output_attentions, **self._checkpoint_options
+                    )
             else:
                 hidden_states, weights = layer(hidden_states, attention_mask, output_attentions)
             if all_hidden is not None:
@@ -382,7 +309,7 @@ class SiglipMultiheadAttentionPoolingHead(nn.Module):
         B = hidden_state.shape[0]
         probe = self.probe.repeat(B, 1, 1)  # (B, 1, D)
         attn_mask = None
-        if attention_mask is not None and not bool(attention_mask.to(torch.bool).all()):
+        if attention_mask is not None:
             # nn.MultiheadAttention wants an additive (B*H, 1, L) float mask.
             keep = attention_mask.to(torch.bool)[:, None, None, :].expand(-1, self.attention.num_heads, 1, -1)
             attn_mask = torch.zeros(keep.shape, dtype=probe.dtype, device=probe.device)
@@ -416,8 +343,14 @@ def _tower_output(
     return out if return_dict else out.to_tuple()
 
 
+# Keyword arguments every forward takes besides its inputs: transformers' output flags, and the loss keyword that
+# transformers.Trainer passes to models whose forward takes **kwargs (accepted and unused, as in transformers'
+# SigLIP classes, whose losses are means already).
+FORWARD_KEYWORDS = frozenset({"output_attentions", "output_hidden_states", "return_dict", "num_items_in_batch"})
+
+
 def _check_output_flags(kwargs: dict[str, Any], owner: str) -> tuple[bool, bool, bool]:
-    unknown = set(kwargs) - {"output_attentions", "output_hidden_states", "return_dict"}
+    unknown = set(kwargs) - FORWARD_KEYWORDS
     if unknown:
         raise TypeError(f"{owner}.forward() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     return (
@@ -450,13 +383,17 @@ class SiglipTextEmbeddings(nn.Module):
                 f"input_ids has {L} tokens but the text model's position table holds {max_len} "
                 f"(max_position_embeddings); tokenize with truncation=True, max_length={max_len}"
             )
-        vocab = self.token_embedding.num_embeddings
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
-            bad = input_ids[(input_ids < 0) | (input_ids >= vocab)].unique()[:5].tolist()
-            raise ValueError(f"input_ids contains ids outside the vocabulary [0, {vocab}): {bad}")
         if position_ids is None:
             position_ids = torch.arange(L, device=input_ids.device)[None, :]
         return self.token_embedding(input_ids) + self.position_embedding(position_ids)  # (B, L, D)
+
+
+def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
+    """Ids outside [0, vocab_size) would index past the embedding table: name them instead (eager only)."""
+    bad = (input_ids < 0) | (input_ids >= vocab_size)
+    if bool(bad.any()):
+        shown = input_ids[bad].unique()[:5].tolist()
+        raise ValueError(f"input_ids contains ids outside the vocabulary [0, {vocab_size}): {shown}")
 
 
 class SiglipTextModel(PreTrainedModel):
@@ -468,6 +405,7 @@ class SiglipTextModel(PreTrainedModel):
 
     config_class = SiglipTextConfig
     checkpoint_prefix = "text_model."
+    input_embeddings = "embeddings.token_embedding"
 
     def __init__(self, config: SiglipTextConfig):
         super().__init__(config)
@@ -497,6 +435,9 @@ class SiglipTextModel(PreTrainedModel):
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}"
             )
+        if not tracing():
+            token_embedding = self.embeddings.token_embedding
+            check_token_ids(input_ids, getattr(token_embedding, "num_embeddings", self.config.vocab_size))
         hidden_states = self.embeddings(input_ids, position_ids)
         bias = padding_mask_to_attention_bias(attention_mask, hidden_states.dtype, self.attn_implementation)
         enc = self.encoder(hidden_states, bias, output_attentions, output_hidden_states)
@@ -511,7 +452,7 @@ class SiglipTextModel(PreTrainedModel):
 
 
 def check_pixel_values(pixel_values: Any, owner: str, num_channels: int, ndim: int = 4) -> None:
-    """Clear errors for the inputs users most often get wrong (shape, dtype, NaN/inf)."""
+    """Clear errors for the inputs users most often get wrong (shape, dtype; NaN/inf when eager)."""
     if not isinstance(pixel_values, torch.Tensor):
         raise ValueError(f"{owner} needs pixel_values as a torch.Tensor, got {type(pixel_values).__name__}")
     if pixel_values.dim() != ndim:
@@ -524,7 +465,7 @@ def check_pixel_values(pixel_values: Any, owner: str, num_channels: int, ndim: i
         )
     if not pixel_values.is_floating_point():
         raise ValueError(f"{owner}: pixel_values must be a floating tensor, got {pixel_values.dtype}")
-    if not bool(torch.isfinite(pixel_values).all()):
+    if not tracing() and not bool(torch.isfinite(pixel_values).all()):
         raise ValueError(f"{owner}: pixel_values contains NaN or infinite values")
 
 
@@ -582,6 +523,7 @@ class SiglipVisionModel(PreTrainedModel):
     config_class = SiglipVisionConfig
     checkpoint_prefix = "vision_model."
     main_input_name = "pixel_values"
+    input_embeddings = "embeddings.patch_embedding"
     # The SigLIP2 NaFlex tower swaps in its linear patch embedding and keeps everything else.
     embeddings_class: ClassVar[type[nn.Module]] = SiglipVisionEmbeddings
 
@@ -618,7 +560,9 @@ class SiglipVisionModel(PreTrainedModel):
         bias = padding_mask_to_attention_bias(patch_mask, hidden_states.dtype, self.attn_implementation)
         enc = self.encoder(hidden_states, bias, output_attentions, output_hidden_states)
         last_hidden_state = self.post_layernorm(enc.last_hidden_state)
-        pooled = self.head(last_hidden_state, patch_mask) if self.use_head else None  # (B, D)
+        pooled = None
+        if self.use_head:  # one argument without a mask, as transformers calls it (a replaced head may take one)
+            pooled = self.head(last_hidden_state) if patch_mask is None else self.head(last_hidden_state, patch_mask)
         return _tower_output(enc, last_hidden_state, pooled, return_dict)
 
 
@@ -724,6 +668,7 @@ class SiglipModel(_JointModelMixin, PreTrainedModel):
     """
 
     config_class = SiglipConfig
+    input_embeddings = "text_model.embeddings.token_embedding"
     text_model_class: ClassVar[type[SiglipTextModel]] = SiglipTextModel
     vision_model_class: ClassVar[type[SiglipVisionModel]] = SiglipVisionModel
 
@@ -783,9 +728,12 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: Any)
         return F.mse_loss(logits, labels.to(logits.dtype))
     if problem_type == "single_label_classification":
         labels = labels.view(-1)
-        valid = labels[labels != -100]
-        if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= num_labels):
-            raise ValueError(f"labels must be in [0, {num_labels}) (or -100 to ignore), got {valid.unique().tolist()[:5]}")
+        if not tracing():
+            valid = labels[labels != -100]
+            if bool(((valid < 0) | (valid >= num_labels)).any()):
+                raise ValueError(
+                    f"labels must be in [0, {num_labels}) (or -100 to ignore), got {valid.unique().tolist()[:5]}"
+                )
         return F.cross_entropy(logits.view(-1, num_labels).float(), labels, ignore_index=-100)
     if labels.shape != logits.shape:
         raise ValueError(f"multi-label targets must have shape {tuple(logits.shape)}, got {tuple(labels.shape)}")
@@ -798,6 +746,7 @@ class SiglipForImageClassification(PreTrainedModel):
     config_class = SiglipConfig
     head_prefixes = ("classifier.",)
     main_input_name = "pixel_values"
+    input_embeddings = "vision_model.embeddings.patch_embedding"
     vision_model_class: ClassVar[type[SiglipVisionModel]] = SiglipVisionModel
 
     def __init__(self, config: SiglipConfig):

@@ -34,6 +34,7 @@ from .modeling_siglip import (
     _embedding,
     check_pixel_values,
     lecun_normal_,
+    tracing,
 )
 from .modeling_utils import BaseModelOutputWithPooling, ImageClassifierOutput
 
@@ -119,7 +120,8 @@ def check_naflex_inputs(
     """Raise a ValueError naming the problem when the three NaFlex inputs don't describe one padded batch.
 
     ``pixel_attention_mask`` may be None only when no image is padded (every h*w == N); otherwise each mask row
-    must be h*w ones followed by zeros, since position embeddings are laid out on the first h*w rows.
+    must be h*w ones followed by zeros, since position embeddings are laid out on the first h*w rows. Types and
+    shapes are always checked; values only when running eagerly (``tracing()``: a graph can't branch on them).
 
     Returns:
         ``spatial_shapes`` as a (B, 2) integer tensor.
@@ -140,6 +142,18 @@ def check_naflex_inputs(
             f"{owner}: spatial_shapes must be an integer tensor of shape ({B}, 2), "
             f"got {spatial_shapes.dtype} {tuple(spatial_shapes.shape)}"
         )
+    if pixel_attention_mask is not None and (
+        not isinstance(pixel_attention_mask, torch.Tensor) or pixel_attention_mask.shape != (B, N)
+    ):
+        shape = tuple(pixel_attention_mask.shape) if isinstance(pixel_attention_mask, torch.Tensor) else None
+        raise ValueError(f"{owner}: pixel_attention_mask must have shape ({B}, {N}) like pixel_values, got {shape}")
+    if not tracing():
+        _check_naflex_values(pixel_attention_mask, spatial_shapes, N, owner)
+    return spatial_shapes
+
+
+def _check_naflex_values(mask: torch.Tensor | None, spatial_shapes: torch.Tensor, N: int, owner: str) -> None:
+    """The value half of ``check_naflex_inputs``: grids fit N, and the mask is each grid's h*w-long prefix."""
     lengths = spatial_shapes[:, 0] * spatial_shapes[:, 1]  # (B,) real patches per image
     bad = ((spatial_shapes <= 0).any(-1) | (lengths > N)).nonzero().flatten().tolist()
     if bad:
@@ -148,28 +162,24 @@ def check_naflex_inputs(
             f"{owner}: spatial_shapes[{bad[0]}] = ({h}, {w}) must have h > 0, w > 0 and h*w <= {N} "
             f"(the padded patch count of pixel_values)"
         )
-    if pixel_attention_mask is None:
+    if mask is None:
         if bool((lengths != N).any()):
             raise ValueError(
                 f"{owner}: pixel_attention_mask is required when images are padded (some h*w < {N}); "
                 f"pass the mask the image processor returned"
             )
-        return spatial_shapes
-    if not isinstance(pixel_attention_mask, torch.Tensor) or pixel_attention_mask.shape != (B, N):
-        shape = tuple(pixel_attention_mask.shape) if isinstance(pixel_attention_mask, torch.Tensor) else None
-        raise ValueError(f"{owner}: pixel_attention_mask must have shape ({B}, {N}) like pixel_values, got {shape}")
-    lengths = lengths.to(pixel_attention_mask.device)
-    counts = (pixel_attention_mask != 0).sum(-1)  # (B,)
+        return
+    lengths = lengths.to(mask.device)
+    counts = (mask != 0).sum(-1)  # (B,)
     row = int((counts != lengths).int().argmax())
     if counts[row] != lengths[row]:
         raise ValueError(
             f"{owner}: spatial_shapes[{row}] = {tuple(spatial_shapes[row].tolist())} gives {int(lengths[row])} "
             f"patches but pixel_attention_mask[{row}] has {int(counts[row])} ones"
         )
-    prefix = torch.arange(N, device=pixel_attention_mask.device)[None, :] < lengths[:, None]  # (B, N)
-    if not bool((pixel_attention_mask == prefix.to(pixel_attention_mask.dtype)).all()):
+    prefix = torch.arange(N, device=mask.device)[None, :] < lengths[:, None]  # (B, N)
+    if not bool((mask == prefix.to(mask.dtype)).all()):
         raise ValueError(f"{owner}: each pixel_attention_mask row must be h*w ones followed by zeros")
-    return spatial_shapes
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
 
 from .config import BaseConfig
@@ -37,6 +38,14 @@ class ModelOutput(OrderedDict):
                 if not name.startswith("_") and name not in names:
                     names.append(name)
         cls._fields = tuple(names)
+        # A pytree node (as transformers registers its outputs), so torch.export / torch.compile / FSDP can
+        # flatten it: the present fields' values, with their names as context.
+        pytree.register_pytree_node(
+            cls,
+            lambda output: (list(output.values()), list(output.keys())),
+            lambda values, names: cls(**dict(zip(names, values, strict=True))),
+            serialized_type_name=f"{cls.__module__}.{cls.__qualname__}",
+        )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
@@ -136,6 +145,10 @@ class PreTrainedModel(nn.Module):
     # initialisation, and the load logs which ones.
     head_prefixes: ClassVar[tuple[str, ...]] = ()
     main_input_name: ClassVar[str] = "input_ids"
+    # The module ``get_input_embeddings`` returns (transformers: token embeddings, or the patch embedding of
+    # vision-only models), as a dotted path from the model.
+    input_embeddings: ClassVar[str] = ""
+    supports_gradient_checkpointing: ClassVar[bool] = True
 
     def __init__(self, config: BaseConfig) -> None:
         super().__init__()
@@ -178,8 +191,10 @@ class PreTrainedModel(nn.Module):
                 name casts floating weights to it.
             device / device_map: where the weights go ("cpu", "cuda", "cuda:1", "auto" = CUDA when available).
             attn_implementation: "sdpa" (default), "eager" or "flash_attention_2".
-            kwargs: hub options (``revision``, ``cache_dir``, ``local_files_only``, ``token``) and config overrides
-                such as ``num_labels`` or ``id2label``.
+            kwargs: hub options (``revision``, ``cache_dir``, ``local_files_only``, ``token``), transformers'
+                ``torch_dtype`` (= ``dtype``), ``use_safetensors``, ``output_loading_info``, ``quantization_config``,
+                and config overrides such as ``num_labels`` or ``id2label``. transformers options that siglip does
+                not implement (``max_memory``, ``offload_folder``, ...) are an error naming the alternative.
         """
         from .hub import load_pretrained
 
@@ -194,11 +209,30 @@ class PreTrainedModel(nn.Module):
             **kwargs,
         )
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (loadable by transformers) into ``save_directory``."""
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        is_main_process: bool = True,
+        safe_serialization: bool = True,
+        max_shard_size: Any = None,
+    ) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (loadable by transformers) into ``save_directory``.
+
+        The keywords are transformers' (``state_dict`` saves those tensors instead of the model's, ``is_main_process
+        =False`` writes nothing); the weights go into one safetensors file.
+        """
         from .hub import save_pretrained
 
-        return save_pretrained(self, save_directory, **kwargs)
+        return save_pretrained(
+            self,
+            save_directory,
+            state_dict=state_dict,
+            is_main_process=is_main_process,
+            safe_serialization=safe_serialization,
+            max_shard_size=max_shard_size,
+        )
 
     # -- conveniences ----------------------------------------------------------------------------------------
     @property
@@ -214,8 +248,94 @@ class PreTrainedModel(nn.Module):
                 return p.dtype
         return torch.get_default_dtype()
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    @property
+    def name_or_path(self) -> str:
+        """The folder or hub id the model was loaded from ("" when built in code), as ``config._name_or_path``."""
+        return self.config.name_or_path
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Number of parameters; optionally only those that require grad, or without the ``nn.Embedding`` tables."""
+        skip = set()
+        if exclude_embeddings:
+            skip = {f"{name}.weight" for name, m in self.named_modules() if isinstance(m, nn.Embedding)}
+        return sum(
+            p.numel()
+            for name, p in self.named_parameters()
+            if name not in skip and (p.requires_grad or not only_trainable)
+        )
+
+    # -- what training tools call (transformers' PreTrainedModel API) ------------------------------------------
+    def get_input_embeddings(self) -> nn.Module:
+        """The token embedding (text and joint models) or the patch embedding (vision models), as transformers."""
+        return self.get_submodule(self.input_embeddings)
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        parent, _, name = self.input_embeddings.rpartition(".")
+        setattr(self.get_submodule(parent), name, value)
+
+    def get_output_embeddings(self) -> None:
+        """None: encoders have no output vocabulary projection (PEFT and transformers check for one)."""
+        return None
+
+    def enable_input_require_grads(self) -> None:
+        """Make the input embeddings' outputs require grad, so that gradients reach adapters of a frozen model
+        through reentrant checkpointing (as transformers' method of the same name)."""
+
+        def make_output_require_grad(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            output.requires_grad_(True)
+
+        self.disable_input_require_grads()
+        self._require_grads_hooks = [self.get_input_embeddings().register_forward_hook(make_output_require_grad)]
+
+    def disable_input_require_grads(self) -> None:
+        for hook in self.__dict__.pop("_require_grads_hooks", []):
+            hook.remove()
+
+    def activation_checkpointing_enable(
+        self,
+        activation_checkpointing_kwargs: dict[str, Any] | None = None,
+        every_n_layers: int = 1,
+        offload: bool = False,
+    ) -> None:
+        """Recompute encoder layers in backward to save activation memory during training (transformers' API).
+
+        Args:
+            activation_checkpointing_kwargs: passed to ``torch.utils.checkpoint.checkpoint`` (default
+                ``{"use_reentrant": False}``, as transformers).
+            every_n_layers: checkpoint every n-th layer of each encoder only.
+            offload: keep the saved activations in pinned host memory (CUDA only; a no-op on CPU).
+        """
+        if isinstance(every_n_layers, bool) or not isinstance(every_n_layers, int) or every_n_layers < 1:
+            raise ValueError(f"every_n_layers must be a positive integer, got {every_n_layers!r}")
+        options = dict(activation_checkpointing_kwargs or {"use_reentrant": False})
+        for module in self.modules():
+            if hasattr(module, "set_checkpointing"):  # the encoders
+                module.set_checkpointing(True, options, every_n_layers, offload)
+        if self.main_input_name == "input_ids":  # reentrant checkpoints need inputs that require grad
+            self.enable_input_require_grads()
+
+    def activation_checkpointing_disable(self) -> None:
+        for module in self.modules():
+            if hasattr(module, "set_checkpointing"):
+                module.set_checkpointing(False)
+        self.disable_input_require_grads()
+
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
+
+    def gradient_checkpointing_enable(
+        self, gradient_checkpointing_kwargs: dict[str, Any] | None = None, every_n_layers: int = 1, offload: bool = False
+    ) -> None:
+        """transformers' older name for ``activation_checkpointing_enable``."""
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, every_n_layers, offload)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.activation_checkpointing_disable()
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.is_activation_checkpointing
 
     @property
     def attn_implementation(self) -> str:
@@ -231,13 +351,3 @@ class PreTrainedModel(nn.Module):
             if hasattr(module, "_attn_implementation"):
                 module._attn_implementation = name
 
-    def gradient_checkpointing_enable(self) -> None:
-        """Recompute encoder layers in backward to save activation memory during training."""
-        for module in self.modules():
-            if hasattr(module, "gradient_checkpointing"):
-                module.gradient_checkpointing = True
-
-    def gradient_checkpointing_disable(self) -> None:
-        for module in self.modules():
-            if hasattr(module, "gradient_checkpointing"):
-                module.gradient_checkpointing = False
