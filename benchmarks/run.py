@@ -91,7 +91,7 @@ def peak_rss_load(library: str, folder: Path) -> float:
     code = f"""
         import sys, torch
         import {"siglip" if library == "siglip" else "transformers"} as lib
-        {"from siglip import modeling_siglip, modeling_siglip2, hub" if library == "siglip" else
+        {"from siglip import modeling_siglip, modeling_siglip2, weights" if library == "siglip" else
          "lib.logging.set_verbosity_error(); lib.AutoModel; from transformers.models.siglip import modeling_siglip"}
         def status(key):
             for line in open("/proc/self/status"):

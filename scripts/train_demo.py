@@ -1,6 +1,6 @@
 """Rebuild the bundled demo model ``siglip-demo`` (src/siglip/assets/demo/) from nothing, on CPU (about half an hour).
 
-1. Generate the synthetic shapes set (``siglip.train.shapes``): one coloured shape per image, captions such as
+1. Generate the synthetic shapes set (``scripts/shapes.py``): one coloured shape per image, captions such as
    "a small blue triangle on the left"; the colour–shape pairs in ``shapes.HELD_OUT_PAIRS`` are never drawn.
 2. Train a SentencePiece tokenizer on the training captions (the SigLIP layout: pad 0, ``</s>`` 1, ``<unk>`` 2).
 3. Train a tiny SigLIP from scratch with ``siglip train`` (the same code path as the command).
@@ -32,7 +32,9 @@ from siglip import pipeline
 from siglip.config import SiglipConfig
 from siglip.image_processing import SiglipImageProcessor
 from siglip.train import main as train_main
-from siglip.train import shapes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import shapes  # noqa: E402 - scripts/shapes.py, beside this file
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "siglip" / "assets"
 IMAGE_SIZE = 64

@@ -7,10 +7,14 @@ plain dicts, so every test compares against checkpoints in the exact format the 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import shapes  # noqa: E402,F401 - scripts/shapes.py: the synthetic shapes set the demo model is built from
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -8,7 +8,7 @@ import pytest
 import transformers
 
 import siglip
-from siglip.config import CONFIG_CLASSES
+from siglip.auto import CONFIG_CLASSES
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import siglip
-from siglip.hub import CheckpointError
+from siglip.files import CheckpointError
 
 from builders import install_in_hub_cache
 from conftest import assert_close, build_hf_model, save_hf
@@ -250,7 +250,7 @@ def test_peak_rss_while_loading_base_checkpoint_is_below_1_3x(tmp_path):
     subprocess.run([sys.executable, "-c", textwrap.dedent(build), str(folder)], check=True, timeout=300)
     measure = """
         import sys, os, torch, siglip
-        from siglip import modeling_siglip, hub  # imports are part of the baseline, not of loading
+        from siglip import modeling_siglip, weights  # imports are part of the baseline, not of loading
 
         def status(key):
             for line in open("/proc/self/status"):

@@ -27,15 +27,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw, features
 
-from siglip.hub import CheckpointError
-from siglip.image_processing import (
-    AutoImageProcessor,
-    ImageLoadError,
-    Siglip2ImageProcessor,
-    SiglipImageProcessor,
-    get_image_size_for_max_num_patches,
-    load_image,
-)
+from siglip.auto import AutoImageProcessor
+from siglip.files import CheckpointError
+from siglip.image_io import ImageLoadError, load_image
+from siglip.image_processing import Siglip2ImageProcessor, SiglipImageProcessor, get_image_size_for_max_num_patches
 
 transformers = pytest.importorskip("transformers")
 from transformers import Siglip2ImageProcessorPil, SiglipImageProcessorPil  # noqa: E402
@@ -709,7 +704,7 @@ def test_missing_type_falls_back_to_model_type(tmp_path):
 
 
 def test_hub_ids_go_through_resolve_folder(tmp_path, monkeypatch):
-    import siglip.image_processing as module
+    import siglip.files as module
 
     _write(tmp_path, "preprocessor_config.json", HUB_NAFLEX)
     calls = []

@@ -36,10 +36,12 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import siglip
+import siglip.files
 import siglip.store
 from siglip.cli import main
-from siglip.hub import HUB_PATTERNS, CheckpointError
-from siglip.image_processing import ImageLoadError, Siglip2ImageProcessor, SiglipImageProcessor, load_image
+from siglip.files import HUB_PATTERNS, CheckpointError
+from siglip.image_io import ImageLoadError, load_image
+from siglip.image_processing import Siglip2ImageProcessor, SiglipImageProcessor
 from siglip.pipelines import check_labels
 from siglip.store import EmbeddingStore, StoreError
 
@@ -729,7 +731,7 @@ def dev_full_after(monkeypatch, shard_writes: int) -> None:
                 return builtins.open("/dev/full", mode, *args, **kwargs)
         return builtins.open(file, mode, *args, **kwargs)
 
-    monkeypatch.setattr(siglip.store, "open", open_, raising=False)
+    monkeypatch.setattr(siglip.files, "open", open_, raising=False)  # where the store's atomic writes open files
 
 
 @pytest.mark.parametrize("disk", ["dev-full", "tmpfs"])

@@ -21,8 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import siglip
-from siglip.hub import CheckpointError
-from siglip.tokenization import AutoTokenizer, GemmaTokenizer, Siglip2Tokenizer, SiglipTokenizer
+from siglip.auto import AutoTokenizer
+from siglip.files import CheckpointError
+from siglip.tokenization import GemmaTokenizer, Siglip2Tokenizer, SiglipTokenizer
 
 from builders import (  # noqa: E402  (tests/ is on sys.path)
     corpus,

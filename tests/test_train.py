@@ -21,10 +21,9 @@ import pytest
 import torch
 
 from siglip.train import main as train_main
-from siglip.train import shapes
 from siglip.train.trainer import lr_factor
 
-from conftest import build_hf_model
+from conftest import build_hf_model, shapes
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "siglip" / "assets"
 TOKENIZER_FILES = ("spiece.model", "tokenizer_config.json", "special_tokens_map.json")
@@ -507,7 +506,7 @@ def test_contrastive_batches_carry_the_tokenizer_attention_mask(tmp_path):
     import transformers
 
     from siglip.auto import AutoModel
-    from siglip.tokenization import AutoTokenizer
+    from siglip.auto import AutoTokenizer
     from siglip.train.data import Collate
     from siglip.train.trainer import ContrastiveTowers
 

@@ -1,71 +1,115 @@
 """siglip: SigLIP and SigLIP2 image-text encoders in plain PyTorch, drop-in for the transformers classes.
 
-Names are resolved lazily (PEP 562) so that ``import siglip`` does not import torch until a class is used.
+Every public name is listed twice below, on purpose: in the ``TYPE_CHECKING`` block, which editors and type
+checkers read (so ``siglip.SiglipModel`` jumps to its definition), and in ``_EXPORTS``, which resolves the name
+on first use (PEP 562), so that ``import siglip`` does not import torch. ``tests/test_architecture.py`` checks that
+the two lists agree.
 """
 
+# ruff: noqa: F401 - the TYPE_CHECKING imports are the re-exported public names
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
-# public name -> submodule that defines it
+if TYPE_CHECKING:
+    from .auto import (
+        AutoConfig,
+        AutoImageProcessor,
+        AutoModel,
+        AutoModelForImageClassification,
+        AutoTokenizer,
+    )
+    from .batch_feature import BatchFeature
+    from .compilation import compile_model
+    from .config import (
+        Siglip2Config,
+        Siglip2TextConfig,
+        Siglip2VisionConfig,
+        SiglipConfig,
+        SiglipTextConfig,
+        SiglipVisionConfig,
+    )
+    from .files import CheckpointError
+    from .image_io import ImageLoadError, load_image
+    from .image_processing import (
+        Siglip2ImageProcessor,
+        Siglip2ImageProcessorFast,
+        SiglipImageProcessor,
+        SiglipImageProcessorFast,
+    )
+    from .loss import distributed_sigmoid_loss, sigmoid_loss
+    from .modeling_siglip import (
+        SiglipForImageClassification,
+        SiglipModel,
+        SiglipOutput,
+        SiglipTextModel,
+        SiglipVisionModel,
+    )
+    from .modeling_siglip2 import (
+        Siglip2ForImageClassification,
+        Siglip2Model,
+        Siglip2TextModel,
+        Siglip2VisionModel,
+    )
+    from .modeling_utils import BaseModelOutputWithPooling, ImageClassifierOutput
+    from .pipelines import ZeroShotImageClassificationPipeline, pipeline
+    from .processing import AutoProcessor, Siglip2Processor, SiglipProcessor
+    from .quantization import BitsAndBytesConfig, quantize_int8
+    from .store import EmbeddingStore
+    from .tokenization import GemmaTokenizer, GemmaTokenizerFast, Siglip2Tokenizer, SiglipTokenizer
+    from .train.hf_trainer import SaveConfigCallback
+
+# public name -> the module that defines it (resolved on first use)
 _EXPORTS: dict[str, str] = {
-    # configs
-    "SiglipConfig": "config",
-    "SiglipTextConfig": "config",
-    "SiglipVisionConfig": "config",
+    "AutoConfig": "auto",
+    "AutoImageProcessor": "auto",
+    "AutoModel": "auto",
+    "AutoModelForImageClassification": "auto",
+    "AutoTokenizer": "auto",
+    "BatchFeature": "batch_feature",
+    "compile_model": "compilation",
     "Siglip2Config": "config",
     "Siglip2TextConfig": "config",
     "Siglip2VisionConfig": "config",
-    # models
+    "SiglipConfig": "config",
+    "SiglipTextConfig": "config",
+    "SiglipVisionConfig": "config",
+    "CheckpointError": "files",
+    "ImageLoadError": "image_io",
+    "load_image": "image_io",
+    "Siglip2ImageProcessor": "image_processing",
+    "Siglip2ImageProcessorFast": "image_processing",
+    "SiglipImageProcessor": "image_processing",
+    "SiglipImageProcessorFast": "image_processing",
+    "distributed_sigmoid_loss": "loss",
+    "sigmoid_loss": "loss",
+    "SiglipForImageClassification": "modeling_siglip",
     "SiglipModel": "modeling_siglip",
+    "SiglipOutput": "modeling_siglip",
     "SiglipTextModel": "modeling_siglip",
     "SiglipVisionModel": "modeling_siglip",
-    "SiglipForImageClassification": "modeling_siglip",
-    "SiglipOutput": "modeling_siglip",
+    "Siglip2ForImageClassification": "modeling_siglip2",
     "Siglip2Model": "modeling_siglip2",
     "Siglip2TextModel": "modeling_siglip2",
     "Siglip2VisionModel": "modeling_siglip2",
-    "Siglip2ForImageClassification": "modeling_siglip2",
     "BaseModelOutputWithPooling": "modeling_utils",
     "ImageClassifierOutput": "modeling_utils",
-    # auto classes
-    "AutoConfig": "auto",
-    "AutoModel": "auto",
-    "AutoModelForImageClassification": "auto",
-    # hub
-    "CheckpointError": "hub",
-    # preprocessing
-    "BatchFeature": "batch_feature",
-    "SiglipTokenizer": "tokenization",
-    "Siglip2Tokenizer": "tokenization",
-    "GemmaTokenizer": "tokenization",
-    "GemmaTokenizerFast": "tokenization",
-    "AutoTokenizer": "tokenization",
-    "SiglipImageProcessor": "image_processing",
-    "Siglip2ImageProcessor": "image_processing",
-    "SiglipImageProcessorFast": "image_processing",
-    "Siglip2ImageProcessorFast": "image_processing",
-    "AutoImageProcessor": "image_processing",
-    "load_image": "image_processing",
-    "SiglipProcessor": "processing",
-    "Siglip2Processor": "processing",
-    "AutoProcessor": "processing",
-    "ImageLoadError": "image_processing",
-    # pipeline and embeddings
-    "pipeline": "pipelines",
     "ZeroShotImageClassificationPipeline": "pipelines",
-    "EmbeddingStore": "store",
-    # quantization
+    "pipeline": "pipelines",
+    "AutoProcessor": "processing",
+    "Siglip2Processor": "processing",
+    "SiglipProcessor": "processing",
     "BitsAndBytesConfig": "quantization",
     "quantize_int8": "quantization",
-    "compile_model": "compilation",
-    # training
+    "EmbeddingStore": "store",
+    "GemmaTokenizer": "tokenization",
+    "GemmaTokenizerFast": "tokenization",
+    "Siglip2Tokenizer": "tokenization",
+    "SiglipTokenizer": "tokenization",
     "SaveConfigCallback": "train.hf_trainer",
-    "sigmoid_loss": "loss",
-    "distributed_sigmoid_loss": "loss",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -82,23 +126,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
-
-
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .auto import AutoConfig, AutoModel, AutoModelForImageClassification  # noqa: F401
-    from .config import (  # noqa: F401
-        Siglip2Config,
-        Siglip2TextConfig,
-        Siglip2VisionConfig,
-        SiglipConfig,
-        SiglipTextConfig,
-        SiglipVisionConfig,
-    )
-    from .hub import CheckpointError  # noqa: F401
-    from .modeling_siglip import (  # noqa: F401
-        SiglipForImageClassification,
-        SiglipModel,
-        SiglipOutput,
-        SiglipTextModel,
-        SiglipVisionModel,
-    )

@@ -2,7 +2,8 @@
 
 Results go to stdout, progress and logs to stderr. A failure exits non-zero with one line
 ``siglip: error: <reason>``; unreadable images in batch jobs are skipped, reported on stderr and (for ``embed``)
-listed in ``OUT/errors.jsonl``. No tensor code lives here: the work is done by ``pipeline``, ``data`` and ``store``.
+listed in ``OUT/errors.jsonl``. This module parses arguments and prints: the work is done by ``jobs.py`` (on a
+pipeline from ``pipelines.py``); training by ``siglip.train``.
 """
 
 from __future__ import annotations
@@ -11,30 +12,24 @@ import argparse
 import csv
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .cli_utils import CLIError, configure_logging, positive, run_reporting_errors
+from .data import default_workers
+from .files import DEMO_MODEL, CheckpointError
+from .version import __version__
+
 DEFAULT_MODEL = "google/siglip2-base-patch16-224"
-DEMO_MODEL = "siglip-demo"
 
 log = logging.getLogger("siglip")
-
-
-class CLIError(Exception):
-    """A user-facing failure: printed as one line, exit code 1."""
-
 
 # ------------------------------------------------------------------------------------------------------------
 # Shared options and model loading
 # ------------------------------------------------------------------------------------------------------------
-
-
-def _default_workers() -> int:
-    return min(4, max(0, (os.cpu_count() or 1) - 1))
 
 
 def add_model_options(parser: argparse.ArgumentParser, model_default: str | None = DEFAULT_MODEL) -> None:
@@ -52,21 +47,14 @@ def add_model_options(parser: argparse.ArgumentParser, model_default: str | None
     group.add_argument(
         "--num-workers",
         type=int,
-        default=_default_workers(),
+        default=default_workers(),
         help="processes decoding images ahead of the model (default: %(default)s; 0 decodes in the main process)",
     )
     group.add_argument("--quiet", "-q", action="store_true", help="no progress bar or info messages")
 
 
-def _positive(name: str, value: int) -> int:
-    if value < 1:
-        raise CLIError(f"{name} must be at least 1, got {value}")
-    return value
-
-
 def load_pipeline(args: argparse.Namespace, model: str | None = None) -> Any:
     """The zero-shot pipeline for ``--model`` with ``--device`` / ``--dtype`` / ``--batch-size``."""
-    from .hub import CheckpointError
     from .pipelines import pipeline
 
     name = model or args.model
@@ -80,17 +68,12 @@ def load_pipeline(args: argparse.Namespace, model: str | None = None) -> Any:
             dtype=args.dtype,
             device=device,
             device_map=device_map,
-            batch_size=_positive("--batch-size", args.batch_size),
+            batch_size=positive("--batch-size", args.batch_size),
         )
     except CheckpointError as e:
         raise CLIError(f"{e} (use --model PATH for a local checkpoint folder, or --model {DEMO_MODEL})") from None
     log.info("loaded %s (%s, %s) in %.1fs", name, pipe.device, pipe.dtype, time.perf_counter() - started)
     return pipe
-
-
-def _split_sources(items: Sequence[str]) -> tuple[list[str], list[str]]:
-    urls = [i for i in items if i.startswith(("http://", "https://"))]
-    return urls, [i for i in items if i not in urls]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -118,44 +101,26 @@ def _read_labels(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from .data import find_images, first_line, iter_image_batches
-    from .image_processing import load_image
-    from .pipelines import check_labels, rank_labels
-    from .progress import Progress
+    from .jobs import classify_images
+    from .pipelines import check_labels
 
     labels = check_labels(_read_labels(args), args.template)
-    urls, local = _split_sources(args.images)
-    paths = find_images(local) if local else []
-    if not paths and not urls:
-        raise CLIError(f"no images found in {' '.join(args.images)}")
     pipe = load_pipeline(args)
-    label_embeds = pipe.label_embeddings(labels, args.template)
-    results: list[tuple[str, list[dict[str, Any]]]] = []
-    failures: list[tuple[str, str]] = []
-
-    def score(names: list[str], inputs: dict[str, Any]) -> None:
-        image_embeds = pipe.embed_pixels({k: v.to(pipe.device) for k, v in inputs.items()})
-        for name, row in zip(names, pipe.scores(image_embeds, label_embeds), strict=True):
-            results.append((name, rank_labels(row, labels, args.top_k)))
-
-    with Progress(len(paths) + len(urls), "classifying", unit="img", disable=args.quiet) as bar:
-        for url in urls:
-            try:
-                score([url], pipe.preprocess_images([load_image(url)]))
-            except (ValueError, OSError) as e:
-                failures.append((url, first_line(e)))
-            bar.update()
-        for batch in iter_image_batches(paths, pipe.image_processor, args.batch_size, args.num_workers):
-            failures.extend(batch.errors)
-            if batch.inputs is not None:
-                inputs = {k: (v.to(pipe.dtype) if v.is_floating_point() else v) for k, v in batch.inputs.items()}
-                score([info.path for info in batch.infos], inputs)
-            bar.update(len(batch.infos) + len(batch.errors))
-    for _, message in failures:
+    done = classify_images(
+        pipe,
+        args.images,
+        labels,
+        args.template,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        progress=not args.quiet,
+    )
+    for _, message in done.failures:
         print(f"siglip: skipped {message}", file=sys.stderr)
-    _print_classification(results, args.format)
-    if not results:
-        raise CLIError(f"none of the {len(failures)} images could be read")
+    _print_classification(done.results, args.format)
+    if not done.results:
+        raise CLIError(f"none of the {len(done.failures)} images could be read")
     return 0
 
 
@@ -195,53 +160,12 @@ height), OUT/errors.jsonl (files that could not be read). Interrupted runs resum
 """
 
 
-def _manifest(pipe: Any, model_name: str, kind: str) -> dict[str, Any]:
-    folder = Path(model_name).expanduser()
-    model_id = str(folder.resolve()) if folder.is_dir() else model_name
-    return {
-        "kind": kind,
-        "model": model_id,
-        "model_type": pipe.model.config.model_type,
-        "dim": pipe._embed_dim(),
-        "normalized": True,
-        "dtype": "float32",
-        "text_length": pipe.text_length,
-        "preprocessing": pipe.image_processor.to_dict() if kind == "image" else {"max_length": pipe.text_length},
-    }
-
-
-class _ShardWriter:
-    """Buffers rows and writes a shard every ``rows`` rows or ``seconds`` seconds (and on close)."""
-
-    def __init__(self, store: Any, rows: int, seconds: float = 30.0):
-        self.store, self.rows, self.seconds = store, rows, seconds
-        self.buffer_rows: list[dict[str, Any]] = []
-        self.buffer_emb: list[Any] = []
-        self.last = time.monotonic()
-        self.written = 0
-
-    def add(self, rows: list[dict[str, Any]], embeddings: Any) -> None:
-        self.buffer_rows.extend(rows)
-        self.buffer_emb.append(embeddings)
-        if len(self.buffer_rows) >= self.rows or time.monotonic() - self.last >= self.seconds:
-            self.flush()
-
-    def flush(self) -> None:
-        import numpy as np
-
-        if self.buffer_rows:
-            self.store.append(self.buffer_rows, np.concatenate(self.buffer_emb))
-            self.written += len(self.buffer_rows)
-        self.buffer_rows, self.buffer_emb = [], []
-        self.last = time.monotonic()
-
-
 def cmd_embed(args: argparse.Namespace) -> int:
     from .store import EmbeddingStore
 
     if bool(args.texts) == bool(args.inputs):
         raise CLIError("give image files/folders to embed, or --texts FILE (not both)")
-    _positive("--shard-size", args.shard_size)
+    positive("--shard-size", args.shard_size)
     store = EmbeddingStore(args.output)
     if args.texts:
         return _embed_texts(args, store)
@@ -249,93 +173,50 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _embed_images(args: argparse.Namespace, store: Any) -> int:
-    from .data import find_images, iter_image_batches, stat_files
-    from .progress import Progress
+    from .jobs import embed_images
 
-    paths = find_images(args.inputs)
     pipe = load_pipeline(args)
-    manifest = _manifest(pipe, args.model, "image")
-    store.prepare(manifest)
-    current, unreadable = stat_files(paths)  # broken links and vanished files are skipped and reported
-    rows, _, _ = store.read("path")
-    unchanged = {
-        r["path"]
-        for r in rows
-        if r["path"] in current
-        and r["size"] == current[r["path"]].st_size
-        and r["mtime_ns"] == current[r["path"]].st_mtime_ns
-    }
-    stale = [r["path"] for r in rows if r["path"] not in unchanged]
-    kept = store.compact("path", stale)
-    todo = [p for p in paths if str(p) in current and str(p) not in unchanged]
-    log.info("%d images: %d already embedded, %d to embed, %d stale rows dropped", len(paths), kept, len(todo), len(stale))
-    writer = _ShardWriter(store, args.shard_size)
-    errors: list[tuple[str, str]] = []
-
-    def skip(failures: list[tuple[str, str]]) -> None:
-        errors.extend(failures)
-        if not args.quiet:
-            for _, message in failures:
-                print(f"siglip: skipped {message}", file=sys.stderr)
-
-    skip(unreadable)
-    try:
-        with Progress(len(todo), "embedding", unit="img", disable=args.quiet) as bar:
-            for batch in iter_image_batches(todo, pipe.image_processor, args.batch_size, args.num_workers):
-                skip(batch.errors)
-                if batch.inputs is not None:
-                    inputs = {
-                        k: v.to(pipe.device, pipe.dtype if v.is_floating_point() else v.dtype)
-                        for k, v in batch.inputs.items()
-                    }
-                    embeddings = pipe.embed_pixels(inputs).cpu().numpy()
-                    writer.add([vars(info) for info in batch.infos], embeddings)
-                bar.update(len(batch.infos) + len(batch.errors))
-    finally:
-        writer.flush()  # on Ctrl-C too: whatever was embedded is kept
-        store.write_errors(errors)
-    total = kept + writer.written
-    store.write_manifest(manifest, rows=total)
+    report = embed_images(
+        pipe,
+        args.inputs,
+        store,
+        args.model,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        shard_size=args.shard_size,
+        progress=not args.quiet,
+        on_skip=None if args.quiet else _print_skipped,
+        log=log.info,
+    )
+    where = f", listed in {Path(args.output) / 'errors.jsonl'}" if report.failures else ""
     print(
-        f"{total} images in {args.output} ({writer.written} new, {len(errors)} unreadable"
-        + (f", listed in {Path(args.output) / 'errors.jsonl'}" if errors else "")
-        + ")",
+        f"{report.total} images in {args.output} ({report.written} new, {len(report.failures)} unreadable{where})",
         file=sys.stderr,
     )
     return 0
 
 
+def _print_skipped(failures: list[tuple[str, str]]) -> None:
+    for _, message in failures:
+        print(f"siglip: skipped {message}", file=sys.stderr)
+
+
 def _embed_texts(args: argparse.Namespace, store: Any) -> int:
-    from .progress import Progress
+    from .jobs import embed_texts
 
     try:
         lines = Path(args.texts).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise CLIError(f"cannot read --texts {args.texts}: {getattr(e, 'strerror', None) or e}") from None
-    texts = sorted({line.strip() for line in lines if line.strip()})
+    texts = [line.strip() for line in lines if line.strip()]
     if not texts:
         raise CLIError(f"{args.texts} has no non-empty lines")
     pipe = load_pipeline(args)
-    manifest = _manifest(pipe, args.model, "text")
-    store.prepare(manifest)
-    rows, _, _ = store.read("text")
-    have = {r["text"] for r in rows}
-    wanted = set(texts)
-    kept = store.compact("text", have - wanted)
-    todo = [t for t in texts if t not in have]
-    writer = _ShardWriter(store, args.shard_size)
-    step = max(args.batch_size, 32)
-    try:
-        with Progress(len(todo), "embedding", unit="text", disable=args.quiet) as bar:
-            for start in range(0, len(todo), step):
-                chunk = todo[start : start + step]
-                writer.add([{"text": t} for t in chunk], pipe.encode_texts(chunk).cpu().numpy())
-                bar.update(len(chunk))
-    finally:
-        writer.flush()
-        store.write_errors([])
-    store.write_manifest(manifest, rows=kept + writer.written)
-    print(f"{kept + writer.written} texts in {args.output} ({writer.written} new)", file=sys.stderr)
+    report = embed_texts(
+        pipe, texts, store, args.model, batch_size=max(args.batch_size, 32), shard_size=args.shard_size,
+        progress=not args.quiet,
+    )
+    print(f"{report.total} texts in {args.output} ({report.written} new)", file=sys.stderr)
     return 0
 
 
@@ -351,35 +232,30 @@ SEARCH_EXAMPLES = """examples:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .image_processing import load_image
-    from .store import EmbeddingStore, cosine_top_k
+    from .jobs import search
+    from .store import EmbeddingStore
 
     if (args.query is None) == (args.image is None):
-        raise CLIError('give a text query or --image PATH (one of them)')
-    _positive("--top-k", args.top_k)
+        raise CLIError("give a text query or --image PATH (one of them)")
+    positive("--top-k", args.top_k)
     store = EmbeddingStore(args.store)
     manifest = store.read_manifest()
-    rows, matrix = store.load()
     pipe = load_pipeline(args, model=args.model or manifest["model"])
-    if pipe._embed_dim() != manifest["dim"]:
-        raise CLIError(f"--model gives {pipe._embed_dim()}-d embeddings but {args.store} holds {manifest['dim']}-d ones")
-    if args.image:
-        query = pipe.embed_pixels(pipe.preprocess_images([load_image(args.image)]))[0]
-    else:
-        query = pipe.encode_texts([args.query])[0]
-    top, scores = cosine_top_k(matrix, query.cpu().numpy(), args.top_k)
+    if pipe.embed_dim != manifest["dim"]:
+        raise CLIError(f"--model gives {pipe.embed_dim}-d embeddings but {args.store} holds {manifest['dim']}-d ones")
+    hits = search(pipe, store, text=args.query, image=args.image, top_k=args.top_k)
     key = store.key
     if args.paths_only:
-        for i in top:
-            print(rows[i][key])
+        for row, _ in hits:
+            print(row[key])
         return 0
     if args.format == "json":
-        hits = [{"rank": r + 1, "score": float(s), key: rows[i][key]} for r, (i, s) in enumerate(zip(top, scores, strict=True))]
-        print(json.dumps(hits, indent=2, ensure_ascii=False))
+        ranked = [{"rank": r + 1, "score": score, key: row[key]} for r, (row, score) in enumerate(hits)]
+        print(json.dumps(ranked, indent=2, ensure_ascii=False))
         return 0
     print(f"{'rank':>4}  {'score':>7}  {key}")
-    for rank, (i, s) in enumerate(zip(top, scores, strict=True), 1):
-        print(f"{rank:>4}  {s:>7.4f}  {rows[i][key]}")
+    for rank, (row, score) in enumerate(hits, 1):
+        print(f"{rank:>4}  {score:>7.4f}  {row[key]}")
     return 0
 
 
@@ -389,8 +265,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = argparse.ArgumentParser(
         prog="siglip",
         description="SigLIP / SigLIP2 image-text models: zero-shot classification, embeddings, search, training.",
@@ -434,22 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_search)
 
-    try:
-        from .train import add_train_parser
-    except ImportError:  # training module not present in a trimmed install
-        add_train_parser = None
-    if add_train_parser is not None:
-        add_train_parser(sub)
+    from .train.cli import add_train_parser
+
+    add_train_parser(sub)
     return parser
-
-
-def _configure_logging(quiet: bool) -> None:
-    """Messages of the "siglip" logger on the current stderr (re-bound on every call, for in-process use)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("siglip: %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.WARNING if quiet else logging.INFO)
-    log.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -458,21 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    _configure_logging(quiet=getattr(args, "quiet", False))
-    from .hub import CheckpointError
-    from .store import StoreError
-
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print("siglip: interrupted", file=sys.stderr)
-        return 130
-    except (CLIError, CheckpointError, StoreError, ValueError, FileNotFoundError, OSError) as e:
-        message = str(e).strip().splitlines()
-        print(f"siglip: error: {message[0] if message else type(e).__name__}", file=sys.stderr)
-        for line in message[1:6]:
-            print(f"  {line}", file=sys.stderr)
-        return 1
+    configure_logging(quiet=getattr(args, "quiet", False))
+    return run_reporting_errors(args.func, args)
 
 
 if __name__ == "__main__":

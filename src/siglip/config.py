@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-CONFIG_NAME = "config.json"
+from .activations import ACTIVATIONS
+from .files import CONFIG_NAME, Checkpoint, atomic_write_text, read_json_object, split_hub_kwargs
 
 
 def _check_positive(owner: str, **values: Any) -> None:
@@ -29,9 +30,6 @@ def _check_heads(owner: str, hidden_size: int, num_attention_heads: int) -> None
         raise ValueError(
             f"{owner}.hidden_size={hidden_size} is not divisible by num_attention_heads={num_attention_heads}"
         )
-
-
-_ACTIVATIONS = ("gelu_pytorch_tanh", "gelu", "gelu_new", "gelu_fast", "quick_gelu", "relu", "silu", "swish", "tanh")
 
 
 @dataclass
@@ -86,23 +84,17 @@ class BaseConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> BaseConfig:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_object(path))
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> BaseConfig:
-        """Read ``config.json`` from a local folder, a file path, or a hub id (through the hub cache)."""
-        from .hub import resolve_config_file
+    def from_pretrained(cls, name_or_path: str | os.PathLike | Checkpoint, **kwargs: Any) -> BaseConfig:
+        """Read ``config.json`` from a local folder, a file path, or a hub id (through the hub cache).
 
-        hub_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _HUB_KWARGS}
-        kwargs.pop("trust_remote_code", None)  # accepted for drop-in use; we never run remote code
-        config = cls.from_json_file(resolve_config_file(name_or_path, **hub_kwargs))
-        config = config.replace(**kwargs) if kwargs else config
-        config.name_or_path = name_or_path
+        Other keyword arguments (besides the hub options) override config fields.
+        """
+        data, name = read_config(name_or_path, split_hub_kwargs(kwargs))
+        config = cls.from_dict(data, **kwargs)
+        config.name_or_path = name
         return config
 
     # -- serialisation ---------------------------------------------------------------------------------------
@@ -127,11 +119,7 @@ class BaseConfig:
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
-        path = save_directory / CONFIG_NAME
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(self.to_json_string(), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(save_directory / CONFIG_NAME, self.to_json_string())
 
     def replace(self, **changes: Any) -> BaseConfig:
         """A validated copy with some fields changed (unknown names go to ``extra``)."""
@@ -148,7 +136,13 @@ class BaseConfig:
         pass
 
 
-_HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download", "subfolder")
+def read_config(name_or_path: str | os.PathLike | Checkpoint, hub_kwargs: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The ``config.json`` dict of a folder, hub id or ``Checkpoint`` (or of a config file path), and its name."""
+    path = Path(os.path.expanduser(str(name_or_path))) if not isinstance(name_or_path, Checkpoint) else None
+    if path is not None and path.is_file():
+        return read_json_object(path), str(name_or_path)
+    checkpoint = Checkpoint.resolve(name_or_path, **hub_kwargs)
+    return checkpoint.config_dict(), checkpoint.name
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -247,8 +241,8 @@ class SiglipVisionConfig(BaseConfig):
 
 
 def _check_common(name: str, config: Any) -> None:
-    if config.hidden_act not in _ACTIVATIONS:
-        raise ValueError(f"{name}.hidden_act={config.hidden_act!r} is not one of {', '.join(_ACTIVATIONS)}")
+    if config.hidden_act not in ACTIVATIONS:
+        raise ValueError(f"{name}.hidden_act={config.hidden_act!r} is not one of {', '.join(ACTIVATIONS)}")
     if not isinstance(config.layer_norm_eps, (int, float)) or config.layer_norm_eps <= 0:
         raise ValueError(f"{name}.layer_norm_eps must be a positive number, got {config.layer_norm_eps!r}")
     if not isinstance(config.attention_dropout, (int, float)) or not 0 <= config.attention_dropout < 1:
@@ -418,16 +412,3 @@ class Siglip2Config(_JointConfig):
     model_type: ClassVar[str] = "siglip2"
     text_config_class: ClassVar[type[BaseConfig]] = Siglip2TextConfig
     vision_config_class: ClassVar[type[BaseConfig]] = Siglip2VisionConfig
-
-
-CONFIG_CLASSES: dict[str, type[BaseConfig]] = {
-    c.model_type: c
-    for c in (
-        SiglipConfig,
-        SiglipTextConfig,
-        SiglipVisionConfig,
-        Siglip2Config,
-        Siglip2TextConfig,
-        Siglip2VisionConfig,
-    )
-}

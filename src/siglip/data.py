@@ -10,9 +10,10 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".ico"}
@@ -40,6 +41,11 @@ def find_images(inputs: Sequence[str | os.PathLike], extensions: frozenset[str] 
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     return sorted(found)
+
+
+def default_workers() -> int:
+    """Decoding processes for batch jobs: one per core but one, at most four."""
+    return min(4, max(0, (os.cpu_count() or 1) - 1))
 
 
 def first_line(e: BaseException) -> str:
@@ -102,8 +108,10 @@ class Batch:
     errors: list[tuple[str, str]] = field(default_factory=list)
 
 
-class ImageFiles(torch.utils.data.Dataset):
-    """Decode + preprocess one file per item; failures become (path, message) instead of exceptions."""
+class ImageFiles:
+    """A map-style dataset (what ``torch.utils.data.DataLoader`` takes): decode + preprocess one file per item;
+    failures become (path, message) instead of exceptions. torch is imported only when batches are made, so that
+    the command line starts without it."""
 
     def __init__(self, paths: Sequence[Path], image_processor: Any):
         self.paths = list(paths)
@@ -113,7 +121,7 @@ class ImageFiles(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[FileInfo | None, dict[str, torch.Tensor] | None, tuple[str, str] | None]:
-        from .image_processing import load_image
+        from .image_io import load_image  # here, not at the top: the command line starts without Pillow
 
         path = self.paths[index]
         bad_name = _bad_file_name(path)
@@ -145,6 +153,8 @@ def collate(items: list[tuple[FileInfo | None, dict[str, torch.Tensor] | None, t
             batch.infos.append(info)
             parts.append(inputs)
     if parts:
+        import torch
+
         batch.inputs = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
     return batch
 
@@ -153,6 +163,8 @@ def iter_image_batches(
     paths: Sequence[Path], image_processor: Any, batch_size: int, num_workers: int = 0
 ) -> Iterator[Batch]:
     """Batches in path order; with ``num_workers`` > 0 decoding runs in that many processes, ahead of the model."""
+    import torch
+
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     loader = torch.utils.data.DataLoader(

@@ -1,15 +1,14 @@
-"""Image loading and the SigLIP / SigLIP2 image processors.
+"""The SigLIP / SigLIP2 image processors.
 
 This module owns:
 
-* ``load_image`` and ``ImageLoadError``: files, http(s) URLs, data URIs / base64 and PIL images, turned into an
-  upright RGB ``PIL.Image``, with one-line errors that name the source and the problem;
 * input handling shared by both processors: PIL images, numpy arrays and torch tensors (HWC or CHW, uint8 or
-  float), paths and URLs, single or in (nested) lists;
+  float), paths and URLs (read through ``image_io.load_image``), single or in (nested) lists;
 * ``SiglipImageProcessor`` (FixRes: squash-resize to ``size``) and ``Siglip2ImageProcessor`` (NaFlex: aspect
   preserving resize to at most ``max_num_patches`` patches, patchify, pad);
 * ``get_image_size_for_max_num_patches`` (the NaFlex size search);
-* ``AutoImageProcessor`` and the ``preprocessor_config.json`` / ``processor_config.json`` files.
+* reading and writing ``preprocessor_config.json`` / ``processor_config.json`` (which class a folder wants is
+  decided in ``auto.py``).
 
 The numbers are those of transformers 5's PIL processors (``SiglipImageProcessorPil``,
 ``Siglip2ImageProcessorPil``), bit for bit: the same Pillow resize on the same uint8 pixels, then the float64
@@ -29,17 +28,9 @@ Choices where transformers gives no answer (all documented at the function they 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import http.client
-import io
 import json
 import math
 import os
-import re
-import socket
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,177 +39,26 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .batch_feature import BatchFeature
-from .config import CONFIG_NAME
-from .hub import CheckpointError, read_config_dict, read_json_object, resolve_folder, split_hub_kwargs
-
-IMAGE_PROCESSOR_NAME = "preprocessor_config.json"
-PROCESSOR_NAME = "processor_config.json"
+from .files import (
+    PREPROCESSING_PATTERNS,
+    PREPROCESSOR_CONFIG_NAME,
+    PROCESSOR_CONFIG_NAME,
+    Checkpoint,
+    CheckpointError,
+    atomic_write_text,
+    read_json_object,
+    split_hub_kwargs,
+)
+from .image_io import load_image, warn_if_clipped
 
 # Pillow filters by their config value: NEAREST, LANCZOS, BILINEAR, BICUBIC, BOX, HAMMING.
 RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 # Threads for decoding + resizing a list of images; Pillow's decoders and resampler release the GIL.
 _NUM_WORKERS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
-class ImageLoadError(ValueError):
-    """An image that can't be read: the message names the file or URL and says what is wrong with it."""
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Loading
-# ------------------------------------------------------------------------------------------------------------
-
-_BASE64 = re.compile(r"[A-Za-z0-9+/\s]+={0,2}\s*")
-
-
-def _download(url: str, timeout: float | None) -> bytes:
-    """The body of ``url``; network failures become one-line ``ImageLoadError``s naming the URL."""
-    from . import __version__
-
-    request = urllib.request.Request(url, headers={"User-Agent": f"siglip/{__version__}"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.read()
-    except urllib.error.HTTPError as e:
-        raise ImageLoadError(f"could not download {url}: HTTP {e.code} {e.reason}") from None
-    except urllib.error.URLError as e:
-        reason = e.reason
-        if isinstance(reason, socket.gaierror):
-            why = f"the host name does not resolve ({reason.strerror}); are you offline?"
-        elif isinstance(reason, TimeoutError):
-            why = f"no answer within {timeout} s"
-        elif isinstance(reason, OSError) and reason.strerror:
-            why = f"{reason.strerror.lower()}; is the network reachable?"
-        else:
-            why = str(reason)
-        raise ImageLoadError(f"could not download {url}: {why}") from None
-    except TimeoutError:  # the connection opened but the body did not arrive in time
-        raise ImageLoadError(f"could not download {url}: no answer within {timeout} s") from None
-    except (OSError, http.client.HTTPException) as e:
-        raise ImageLoadError(f"could not download {url}: {type(e).__name__}: {e}") from None
-
-
-def _decode(source: str | io.BytesIO, name: str) -> Image.Image:
-    """Open and fully decode an image file, so that every decoding problem surfaces here, named."""
-    try:
-        if isinstance(source, str):
-            with open(source, "rb") as f:
-                image = Image.open(f)
-                image.load()  # read the pixels while the file is open; single-frame images then need no file
-        else:
-            image = Image.open(source)
-            image.load()
-    except Image.DecompressionBombError as e:
-        raise ImageLoadError(
-            f"{name}: refused as a possible decompression bomb: {e} If you trust the file, raise "
-            "PIL.Image.MAX_IMAGE_PIXELS."
-        ) from None
-    except Image.UnidentifiedImageError:
-        raise ImageLoadError(f"{name}: {_why_unidentified(source)}") from None
-    except OSError as e:  # "image file is truncated", "broken data stream", decoder errors
-        raise ImageLoadError(f"{name}: truncated or corrupt image data ({e})") from None
-    except Exception as e:  # plugins also raise SyntaxError, ValueError, struct.error, ... on bad data
-        raise ImageLoadError(f"{name}: could not decode the image ({type(e).__name__}: {e})") from None
-    if image.width == 0 or image.height == 0:
-        raise ImageLoadError(f"{name}: the image has a zero dimension ({image.width}x{image.height})")
-    return image
-
-
-_SIGNATURES = {
-    b"\x89PNG\r\n\x1a\n": "PNG",
-    b"\xff\xd8\xff": "JPEG",
-    b"GIF8": "GIF",
-    b"BM": "BMP",
-    b"II*\x00": "TIFF",
-    b"MM\x00*": "TIFF",
-}
-
-
-def _why_unidentified(source: str | io.BytesIO) -> str:
-    """Why Pillow found no reader: say which format the header claims, and for PNG the size it declares."""
-    if isinstance(source, str):
-        with open(source, "rb") as f:
-            head = f.read(32)
-    else:
-        head = source.getvalue()[:32]
-    kind = "WebP" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else None
-    kind = kind or next((k for sig, k in _SIGNATURES.items() if head.startswith(sig)), None)
-    if kind is None:
-        return "not an image (no known image format signature)"
-    if kind == "PNG" and head[12:16] == b"IHDR":
-        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-        if width == 0 or height == 0:
-            return f"the PNG header declares a zero dimension ({width}x{height})"
-    return f"starts like a {kind} file but Pillow can't read its header (corrupt or invalid)"
-
-
-def _open_source(source: str) -> tuple[str | io.BytesIO, str]:
-    """Classify a string as a file, a URL (downloaded later), a data URI or base64; returns (what, name)."""
-    if os.path.isfile(source):
-        if os.path.getsize(source) == 0:
-            raise ImageLoadError(f"{source}: empty file (0 bytes)")
-        return source, source
-    if source.startswith("data:image/"):
-        payload = source.split(",", 1)[-1]
-        name = "data URI"
-    elif os.path.exists(source):
-        raise ImageLoadError(f"{source}: not a regular file")
-    elif len(source) >= 64 and _BASE64.fullmatch(source):
-        payload, name = source, "base64 string"  # transformers accepts raw base64 too
-    else:
-        raise ImageLoadError(f"{source}: no such file (nor an http(s) URL, data URI or base64 image)")
-    try:
-        return io.BytesIO(base64.b64decode(payload)), name
-    except (binascii.Error, ValueError) as e:
-        raise ImageLoadError(f"{name}: invalid base64 ({e})") from None
-
-
-def load_image(image: str | os.PathLike | Image.Image, timeout: float | None = 10.0) -> Image.Image:
-    """Load an image as an upright RGB ``PIL.Image``, as transformers' ``image_utils.load_image`` does.
-
-    Args:
-        image: a file path, an ``http(s)://`` URL, a ``data:image/...;base64,`` URI, a base64 string or a PIL image.
-        timeout: seconds to wait for a URL (connection and each read).
-
-    Returns:
-        The image after ``ImageOps.exif_transpose`` (the EXIF / XMP orientation tag is applied and removed) and
-        ``convert("RGB")``. Like transformers, that conversion drops an alpha band without compositing (pass the
-        opened image, ``Image.open(path)``, to a processor to composite it onto white instead); a palette's
-        transparent colour survives in ``info["transparency"]``, and the processors composite that colour onto white.
-        16-bit and float images are clipped to [0, 255] by that conversion, not rescaled (a warning says so).
-
-    Raises:
-        ImageLoadError: the file or URL is missing, unreachable, empty, truncated, not an image, has a zero
-            dimension or is bigger than ``PIL.Image.MAX_IMAGE_PIXELS`` allows (decompression bomb).
-    """
-    if isinstance(image, os.PathLike):
-        image = os.fspath(image)
-    name = "the image"
-    if isinstance(image, str):
-        if image.startswith(("http://", "https://")):
-            name = image
-            image = _decode(io.BytesIO(_download(name, timeout)), name)
-        else:
-            source, name = _open_source(image)
-            image = _decode(source, name)
-        try:
-            ImageOps.exif_transpose(image, in_place=True)
-        except Exception as e:  # a malformed EXIF block
-            raise ImageLoadError(f"{name}: unreadable EXIF orientation ({type(e).__name__}: {e})") from None
-    elif isinstance(image, Image.Image):
-        image = ImageOps.exif_transpose(image)  # a transposed copy: the caller's image is left alone
-    else:
-        raise TypeError(
-            f"load_image takes a path, URL, base64 string or PIL image, got {type(image).__name__}; numpy arrays "
-            "and torch tensors go to the image processor directly"
-        )
-    _warn_if_clipped(image, name)
-    # convert() to the same mode returns a copy; an RGB image needs none
-    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -263,29 +103,6 @@ def _flatten(images: Any) -> list[Any]:
         f"images must be PIL images, numpy arrays, torch tensors, paths or URLs (or lists of them), got "
         f"{type(images).__name__}"
     )
-
-
-# 16-bit, 32-bit integer and float modes: convert("RGB") clips their values to [0, 255] instead of rescaling.
-_WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
-
-
-def _warn_if_clipped(image: Image.Image, name: str) -> None:
-    """Warn when converting ``image`` to 8-bit RGB, as Pillow and transformers do, loses its values.
-
-    16-bit and float values outside [0, 255] are clipped (a full-range 16-bit PNG comes out almost white), and
-    floats in [0, 1] are truncated to 0 or 1 (almost black). The conversion is kept for parity; the warning says
-    how to get a faithful result.
-    """
-    if image.mode not in _WIDE_MODES:
-        return
-    low, high = image.getextrema()
-    if low < 0 or high > 255 or (image.mode == "F" and 0 < high <= 1):
-        warnings.warn(
-            f"{name}: mode {image.mode} with values in [{low}, {high}] is converted to 8-bit RGB as Pillow and "
-            "transformers do: clipped to [0, 255], not rescaled. For a faithful result pass a uint8 array (e.g. "
-            "values // 257 for 16 bits) or a float array in [0, 1] with do_rescale=False.",
-            stacklevel=3,
-        )
 
 
 def _pil_to_rgb(image: Image.Image) -> Image.Image:
@@ -535,7 +352,7 @@ class _ImageProcessorBase:
             if image.width == 0 or image.height == 0:
                 raise ValueError(f"image {index} has a zero dimension ({image.width}x{image.height})")
             if opts["do_convert_rgb"]:
-                _warn_if_clipped(image, f"image {index}")
+                warn_if_clipped(image, f"image {index}")
                 image = _pil_to_rgb(image)
             if image.mode in ("RGB", "RGBA", "L", "LA"):
                 if opts["do_resize"]:
@@ -609,9 +426,7 @@ class _ImageProcessorBase:
         if folder.is_file():
             raise ValueError(f"{folder} is a file; save_pretrained needs a folder")
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / IMAGE_PROCESSOR_NAME
-        path.write_text(self.to_json_string(), encoding="utf-8")
-        return path
+        return atomic_write_text(folder / PREPROCESSOR_CONFIG_NAME, self.to_json_string())
 
     @classmethod
     def from_dict(cls, config: dict[str, Any], **overrides: Any) -> _ImageProcessorBase:
@@ -622,7 +437,7 @@ class _ImageProcessorBase:
         return cls(**{**config, **overrides})
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> _ImageProcessorBase:
+    def from_pretrained(cls, name_or_path: str | os.PathLike | Checkpoint, **kwargs: Any) -> _ImageProcessorBase:
         """Load from a folder, a hub id or a config file; other ``kwargs`` override settings.
 
         Reads ``processor_config.json``'s ``"image_processor"`` entry when present (transformers 5 layout), else
@@ -630,15 +445,8 @@ class _ImageProcessorBase:
         Hub options (revision, cache_dir, token, local_files_only, force_download, subfolder) are passed on.
         """
         kwargs.pop("use_fast", None)  # accepted for transformers compatibility: there is one implementation
-        config, path = read_image_processor_config(name_or_path, **split_hub_kwargs(kwargs))
-        return _build(cls, config, path, kwargs)
-
-
-def _build(cls: type[_ImageProcessorBase], config: dict[str, Any], path: Path, overrides: dict[str, Any]) -> Any:
-    try:
-        return cls.from_dict(config, **overrides)
-    except ValueError as e:
-        raise CheckpointError(f"{path}: {e}") from None
+        config, path, _ = read_image_processor_config(name_or_path, **split_hub_kwargs(kwargs))
+        return build_image_processor(cls, config, path, kwargs)
 
 
 def _nested(data: dict[str, Any], path: Path) -> dict[str, Any] | None:
@@ -650,24 +458,40 @@ def _nested(data: dict[str, Any], path: Path) -> dict[str, Any] | None:
     return data["image_processor"]
 
 
-def read_image_processor_config(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> tuple[dict[str, Any], Path]:
-    """The image processor's config dict and the file it came from (a folder, hub id or JSON file)."""
-    path = Path(os.path.expanduser(str(name_or_path)))
-    if path.is_file():
+def read_image_processor_config(
+    name_or_path: str | os.PathLike | Checkpoint, **hub_kwargs: Any
+) -> tuple[dict[str, Any], Path, Checkpoint | None]:
+    """The image processor's config dict, the file it came from, and the checkpoint (None for a JSON file path).
+
+    A folder's ``processor_config.json`` ``"image_processor"`` entry wins over ``preprocessor_config.json``, as in
+    transformers' ``ImageProcessingMixin.get_image_processor_dict``.
+    """
+    path = Path(os.path.expanduser(str(name_or_path))) if not isinstance(name_or_path, Checkpoint) else None
+    if path is not None and path.is_file():
         data = read_json_object(path)
-        return _nested(data, path) or data, path
-    folder = resolve_folder(name_or_path, patterns=["*.json"], **hub_kwargs)
-    nested_file = folder / PROCESSOR_NAME
-    if nested_file.is_file():
-        nested = _nested(read_json_object(nested_file), nested_file)
-        if nested is not None:
-            return nested, nested_file
-    flat_file = folder / IMAGE_PROCESSOR_NAME
-    if flat_file.is_file():
-        return read_json_object(flat_file), flat_file
+        return _nested(data, path) or data, path, None
+    checkpoint = Checkpoint.resolve(name_or_path, patterns=PREPROCESSING_PATTERNS, **hub_kwargs)
+    processor = checkpoint.json(PROCESSOR_CONFIG_NAME)
+    nested = _nested(processor, checkpoint.path(PROCESSOR_CONFIG_NAME)) if processor is not None else None
+    if nested is not None:
+        return nested, checkpoint.path(PROCESSOR_CONFIG_NAME), checkpoint
+    flat = checkpoint.json(PREPROCESSOR_CONFIG_NAME)
+    if flat is not None:
+        return flat, checkpoint.path(PREPROCESSOR_CONFIG_NAME), checkpoint
     raise CheckpointError(
-        f"{folder} has no {IMAGE_PROCESSOR_NAME} and no {PROCESSOR_NAME} with an 'image_processor' entry"
+        f"{checkpoint.folder} has no {PREPROCESSOR_CONFIG_NAME} and no {PROCESSOR_CONFIG_NAME} with an "
+        "'image_processor' entry"
     )
+
+
+def build_image_processor(
+    cls: type[_ImageProcessorBase], config: dict[str, Any], path: Path, overrides: dict[str, Any]
+) -> Any:
+    """``cls`` from a config dict read from ``path``; a bad value is a CheckpointError naming the file."""
+    try:
+        return cls.from_dict(config, **overrides)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -800,56 +624,3 @@ class Siglip2ImageProcessor(_ImageProcessorBase):
 # PIL backend, which is what these classes reproduce.
 SiglipImageProcessorFast = SiglipImageProcessorPil = SiglipImageProcessor
 Siglip2ImageProcessorFast = Siglip2ImageProcessorPil = Siglip2ImageProcessor
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Auto
-# ------------------------------------------------------------------------------------------------------------
-
-# image_processor_type values found in hub configs (Fast: transformers 4 torchvision; Pil: written by hand)
-IMAGE_PROCESSOR_TYPES: dict[str, type[_ImageProcessorBase]] = {
-    "SiglipImageProcessor": SiglipImageProcessor,
-    "SiglipImageProcessorFast": SiglipImageProcessor,
-    "SiglipImageProcessorPil": SiglipImageProcessor,
-    "Siglip2ImageProcessor": Siglip2ImageProcessor,
-    "Siglip2ImageProcessorFast": Siglip2ImageProcessor,
-    "Siglip2ImageProcessorPil": Siglip2ImageProcessor,
-}
-# Without image_processor_type, config.json's model_type decides (SigLIP2 FixRes checkpoints are "siglip").
-_MODEL_TYPES = {"siglip": SiglipImageProcessor, "siglip2": Siglip2ImageProcessor}
-
-
-class AutoImageProcessor:
-    """Pick ``SiglipImageProcessor`` or ``Siglip2ImageProcessor`` from a checkpoint's config files."""
-
-    @staticmethod
-    def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipImageProcessor | Siglip2ImageProcessor:
-        """Load the image processor of a folder, hub id or config file (both file layouts; see ``from_pretrained``).
-
-        The class comes from ``image_processor_type`` (``SiglipImageProcessor[Fast]``,
-        ``Siglip2ImageProcessor[Fast]``), or else from ``model_type`` in the folder's ``config.json``.
-        """
-        kwargs.pop("use_fast", None)
-        config, path = read_image_processor_config(name_or_path, **split_hub_kwargs(kwargs))
-        kind = config.get("image_processor_type")
-        if kind is not None:
-            cls = IMAGE_PROCESSOR_TYPES.get(kind)
-            if cls is None:
-                raise CheckpointError(
-                    f"{path}: key 'image_processor_type' is {kind!r}; supported: {', '.join(IMAGE_PROCESSOR_TYPES)}"
-                )
-        else:
-            cls = _class_from_model_type(path)
-        return _build(cls, config, path, kwargs)
-
-
-def _class_from_model_type(path: Path) -> type[_ImageProcessorBase]:
-    model_config = path.parent / CONFIG_NAME
-    model_type = read_config_dict(path.parent).get("model_type") if model_config.is_file() else None
-    if model_type not in _MODEL_TYPES:
-        raise CheckpointError(
-            f"{path}: no 'image_processor_type' key, and {model_config} gives no SigLIP model_type "
-            f'(found {model_type!r}); add "image_processor_type": "SiglipImageProcessor" or '
-            '"Siglip2ImageProcessor"'
-        )
-    return _MODEL_TYPES[model_type]

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .activations import ACTIVATIONS
 from .config import SiglipConfig, SiglipTextConfig, SiglipVisionConfig
 from .modeling_utils import (
     BaseModelOutput,
@@ -42,27 +43,6 @@ class SiglipOutput(ModelOutput):
 # ------------------------------------------------------------------------------------------------------------
 # Building blocks
 # ------------------------------------------------------------------------------------------------------------
-
-
-def _gelu_new(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
-
-
-def _gelu_fast(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
-
-
-ACTIVATIONS = {
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu": F.gelu,
-    "gelu_new": _gelu_new,
-    "gelu_fast": _gelu_fast,
-    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-    "tanh": torch.tanh,
-}
 
 
 def lecun_normal_(tensor: torch.Tensor) -> None:
@@ -590,9 +570,6 @@ class _JointModelMixin:
     vision_model: nn.Module
     logit_scale: nn.Parameter
     logit_bias: nn.Parameter
-
-    def _image_outputs(self, **vision_inputs: Any) -> BaseModelOutputWithPooling:
-        raise NotImplementedError
 
     def _joint_forward(
         self,

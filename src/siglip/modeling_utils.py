@@ -1,11 +1,13 @@
 """What every model class shares: output containers and the pretrained-model base (load, save, device, dtype).
 
-Model files only define modules and forward passes; all file I/O lives in ``hub.py``, imported lazily here so
-that importing a model class stays cheap.
+Model files only define modules and forward passes. ``PreTrainedModel.from_pretrained`` resolves the checkpoint
+(``files``), reads its config (``config``), builds the model on the meta device and streams the weights in
+(``weights``); ``save_pretrained`` writes them back in the hub layout.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -16,6 +18,11 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from .config import BaseConfig
+from .files import CONFIG_NAME, Checkpoint, CheckpointError, split_hub_kwargs
+from .quantization import apply_bitsandbytes, check_bitsandbytes
+from .weights import checkpoint_tensors, format_keys, load_weights, resolve_device, resolve_dtype, save_weights
+
+logger = logging.getLogger("siglip")
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 
@@ -173,7 +180,7 @@ class PreTrainedModel(nn.Module):
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | os.PathLike,
+        name_or_path: str | os.PathLike | Checkpoint,
         *,
         config: BaseConfig | None = None,
         dtype: str | torch.dtype | None = None,
@@ -185,7 +192,7 @@ class PreTrainedModel(nn.Module):
         """Load weights from a local folder or a hub id (through the hub cache).
 
         Args:
-            name_or_path: folder with ``config.json`` and weights, or a hub repo id.
+            name_or_path: folder with ``config.json`` and weights, a hub repo id, or a resolved ``Checkpoint``.
             config: use this config instead of the folder's ``config.json``.
             dtype: None or "auto" keep the checkpoint's dtype (transformers 5 behaviour); a ``torch.dtype`` or its
                 name casts floating weights to it.
@@ -196,18 +203,80 @@ class PreTrainedModel(nn.Module):
                 and config overrides such as ``num_labels`` or ``id2label``. transformers options that siglip does
                 not implement (``max_memory``, ``offload_folder``, ...) are an error naming the alternative.
         """
-        from .hub import load_pretrained
+        check_loading_options(kwargs)
+        dtype = _dtype_argument(dtype, kwargs.pop("torch_dtype", None))
+        output_loading_info = bool(kwargs.pop("output_loading_info", False))
+        use_safetensors = kwargs.pop("use_safetensors", None)
+        quantization_config = kwargs.pop("quantization_config", None)
+        if quantization_config is not None:
+            check_bitsandbytes(quantization_config)  # fail before reading any weights
+        kwargs.pop("low_cpu_mem_usage", None)  # weights always stream into place
+        checkpoint = Checkpoint.resolve(name_or_path, **split_hub_kwargs(kwargs))
+        attn_implementation = check_attn_implementation(attn_implementation)
+        target_device = resolve_device(device, device_map)
+        if config is None:
+            config, config_dict = cls._config_from(checkpoint, kwargs)
+        else:
+            config = config.replace(**kwargs) if kwargs else config
+            config_dict = config.to_dict()
+        config.name_or_path = checkpoint.name
+        infos = checkpoint_tensors(checkpoint.folder, use_safetensors)
+        target_dtype = resolve_dtype(dtype, config_dict, infos)
 
-        return load_pretrained(
-            cls,
-            name_or_path,
-            config=config,
-            dtype=dtype,
-            device=device,
-            device_map=device_map,
-            attn_implementation=attn_implementation,
-            **kwargs,
+        with torch.device("meta"):
+            model = cls(config)
+        model.set_attn_implementation(attn_implementation)
+        fresh = load_weights(
+            model,
+            checkpoint.folder,
+            prefix=cls.checkpoint_prefix,
+            optional_prefixes=cls.head_prefixes,
+            dtype=target_dtype,
+            device=target_device,
+            infos=infos,
         )
+        if fresh:
+            model._materialize_fresh(fresh, target_dtype, target_device)
+            logger.warning(
+                "%s: %s not in the checkpoint; initialised from scratch (train before use)",
+                cls.__name__,
+                format_keys(fresh),
+            )
+        if quantization_config is not None:
+            target = target_device if target_device.type == "cuda" else torch.device("cuda")
+            model = apply_bitsandbytes(model, quantization_config, target)
+        model.eval()
+        if output_loading_info:  # transformers' report; a strict load leaves only freshly initialised heads to list
+            info = {"missing_keys": sorted(fresh), "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
+            return model, info
+        return model
+
+    @classmethod
+    def _config_from(cls, checkpoint: Checkpoint, overrides: dict[str, Any]) -> tuple[BaseConfig, dict[str, Any]]:
+        """The checkpoint's config for this class (a tower reads its part of a joint config), with overrides."""
+        data = checkpoint.config_dict()
+        config_class = cls.config_class
+        model_type = data.get("model_type")
+        accepted = {config_class.model_type, *config_class.parent_model_types}
+        where = checkpoint.path(CONFIG_NAME)
+        if model_type not in accepted:
+            raise CheckpointError(
+                f"{where} has model_type={model_type!r}, but {cls.__name__} needs "
+                f"{' or '.join(repr(t) for t in sorted(accepted))}; load it with the matching class or siglip.AutoModel"
+            )
+        try:
+            return config_class.from_dict(data, **overrides), data
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{where}: {e}") from None
+
+    def _materialize_fresh(self, keys: list[str], dtype: torch.dtype | None, device: torch.device) -> None:
+        """Give weights absent from the checkpoint (a new task head) real storage and their initial values."""
+        for name in sorted({k.rsplit(".", 1)[0] for k in keys}):
+            module = self.get_submodule(name)
+            module.to_empty(device=device)
+            if dtype is not None:
+                module.to(dtype)
+        self.reset_classifier()
 
     def save_pretrained(
         self,
@@ -220,19 +289,26 @@ class PreTrainedModel(nn.Module):
     ) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (loadable by transformers) into ``save_directory``.
 
-        The keywords are transformers' (``state_dict`` saves those tensors instead of the model's, ``is_main_process
-        =False`` writes nothing); the weights go into one safetensors file.
+        The keywords are transformers' (what PEFT, accelerate and Trainer pass): ``state_dict`` saves those tensors
+        instead of the model's, ``is_main_process=False`` writes nothing (other ranks), ``max_shard_size`` is
+        accepted and the weights stay in one file; only safetensors is written.
         """
-        from .hub import save_pretrained
+        if not safe_serialization:
+            raise ValueError("save_pretrained(safe_serialization=False): siglip writes safetensors only")
+        save_directory = Path(save_directory)
+        if not is_main_process:
+            return save_directory
+        save_directory.mkdir(parents=True, exist_ok=True)
+        save_weights(state_dict or self.state_dict(), save_directory)
+        self.save_config(save_directory)
+        return save_directory
 
-        return save_pretrained(
-            self,
-            save_directory,
-            state_dict=state_dict,
-            is_main_process=is_main_process,
-            safe_serialization=safe_serialization,
-            max_shard_size=max_shard_size,
-        )
+    def save_config(self, save_directory: str | os.PathLike) -> Path:
+        """Write ``config.json``, naming the class (``architectures``) and the weight dtype, as transformers does."""
+        self.config.extra.pop("torch_dtype", None)
+        self.config.extra["architectures"] = [type(self).__name__]
+        self.config.extra["dtype"] = str(self.dtype).replace("torch.", "")
+        return self.config.save_pretrained(save_directory)
 
     # -- conveniences ----------------------------------------------------------------------------------------
     @property
@@ -351,3 +427,48 @@ class PreTrainedModel(nn.Module):
             if hasattr(module, "_attn_implementation"):
                 module._attn_implementation = name
 
+
+
+# transformers ``from_pretrained`` options this loader does not implement, and what to do instead. They fail
+# loudly: passed on as config overrides (transformers' rule for unknown keywords) they would be ignored silently.
+UNSUPPORTED_LOADING_OPTIONS = {
+    "max_memory": "siglip places the whole model on one device (device= or device_map=)",
+    "offload_folder": "siglip does not offload weights to disk; load on one device",
+    "offload_state_dict": "siglip does not offload weights; it streams them into place",
+    "offload_buffers": "siglip does not offload weights; load on one device",
+    "ignore_mismatched_sizes": "loading is strict; resize the checkpoint's tensors or change the config",
+    "load_in_8bit": "pass quantization_config=siglip.BitsAndBytesConfig(load_in_8bit=True)",
+    "load_in_4bit": "pass quantization_config=siglip.BitsAndBytesConfig(load_in_4bit=True)",
+    "state_dict": "save the weights with save_pretrained and load that folder",
+    "from_tf": "only PyTorch checkpoints (safetensors or pytorch_model.bin) are read",
+    "from_flax": "only PyTorch checkpoints (safetensors or pytorch_model.bin) are read",
+    "gguf_file": "only safetensors / pytorch_model.bin checkpoints are read",
+    "variant": "only the default weight file names are read (model.safetensors, its index, pytorch_model.bin)",
+    "tp_plan": "tensor parallelism is not implemented; use siglip train (DDP / FSDP) for multi-GPU training",
+    "tp_size": "tensor parallelism is not implemented",
+    "device_mesh": "tensor parallelism is not implemented",
+    "key_mapping": "checkpoint names must be the hub names; convert the checkpoint first",
+    "adapter_name": "load the adapter with peft (PeftModel.from_pretrained(model, adapter_folder))",
+    "adapter_kwargs": "load the adapter with peft (PeftModel.from_pretrained(model, adapter_folder))",
+    "proxies": "set HTTPS_PROXY in the environment (huggingface_hub honours it)",
+    "weights_only": "weights are always read without unpickling code (weights_only=True)",
+    "use_kernels": "hub kernels are not used; siglip.optimize(model) is the inference fast path",
+    "kernel_config": "hub kernels are not used; siglip.optimize(model) is the inference fast path",
+}
+
+
+def check_loading_options(kwargs: dict[str, Any]) -> None:
+    """Refuse transformers loading options we don't implement, naming each and the alternative."""
+    given = [name for name in kwargs if name in UNSUPPORTED_LOADING_OPTIONS]
+    if given:
+        reasons = "; ".join(f"{name}: {UNSUPPORTED_LOADING_OPTIONS[name]}" for name in given)
+        raise ValueError(f"from_pretrained() option(s) not supported by siglip: {reasons}")
+
+
+def _dtype_argument(dtype: Any, torch_dtype: Any) -> Any:
+    """``torch_dtype`` is the name transformers still accepts for ``dtype``."""
+    if torch_dtype is None:
+        return dtype
+    if dtype is not None and dtype != torch_dtype:
+        raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass dtype only")
+    return torch_dtype

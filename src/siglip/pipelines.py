@@ -19,6 +19,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .auto import AutoImageProcessor, AutoModel, AutoTokenizer
+from .files import Checkpoint, split_hub_kwargs
+from .image_io import load_image
+from .weights import resolve_device
+
 DEFAULT_TEMPLATE = "This is a photo of {}."
 TASKS = ("zero-shot-image-classification",)
 TEXT_INPUT_NAMES = ("input_ids", "attention_mask")  # what the text tower takes from a tokenizer's output
@@ -26,8 +31,6 @@ TEXT_INPUT_NAMES = ("input_ids", "attention_mask")  # what the text tower takes 
 
 def resolve_pipeline_device(device: Any) -> torch.device:
     """transformers' conventions: an int is a CUDA index (-1 = CPU); strings and torch.device as usual."""
-    from .hub import resolve_device
-
     if device == -1:
         return torch.device("cpu")
     if isinstance(device, int) and not isinstance(device, bool) and not torch.cuda.is_available():
@@ -109,7 +112,7 @@ class ZeroShotImageClassificationPipeline:
             emb = self.model.get_text_features(**self.tokenize(chunk))
             out.append(F.normalize(emb.float(), dim=-1) if normalize else emb.float())
         if not out:
-            return torch.empty(0, self._embed_dim())
+            return torch.empty(0, self.embed_dim)
         return torch.cat(out)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -141,18 +144,18 @@ class ZeroShotImageClassificationPipeline:
         """
         from PIL import Image
 
-        from .image_processing import load_image
-
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         out = []
         for chunk in _batches(items, _check_batch_size(batch_size or self.batch_size)):
             loaded = [load_image(x, timeout) if isinstance(x, (str, os.PathLike, Image.Image)) else x for x in chunk]
             out.append(self.embed_pixels(self.preprocess_images(loaded), normalize))
         if not out:
-            return torch.empty(0, self._embed_dim())
+            return torch.empty(0, self.embed_dim)
         return torch.cat(out)
 
-    def _embed_dim(self) -> int:
+    @property
+    def embed_dim(self) -> int:
+        """Width of the embeddings (the text head's output, which the image embeddings match)."""
         return self.model.config.text_config.projection_size
 
     def label_embeddings(self, candidate_labels: Sequence[str], hypothesis_template: str) -> torch.Tensor:
@@ -220,17 +223,12 @@ def load_model_and_preprocessing(
     device_map: Any = None,
     **kwargs: Any,
 ) -> tuple[Any, Any, Any]:
-    """Model, tokenizer and image processor from one folder or hub id."""
-    from .auto import AutoModel
-    from .hub import resolve_folder, split_hub_kwargs
-    from .image_processing import AutoImageProcessor
-    from .tokenization import AutoTokenizer
-
-    folder = resolve_folder(model, **split_hub_kwargs(kwargs))
+    """Model, tokenizer and image processor from one folder or hub id, resolved once (each file parsed once)."""
+    checkpoint = Checkpoint.resolve(model, **split_hub_kwargs(kwargs))
     if device_map is None:
         device = resolve_pipeline_device(device)
-    loaded = AutoModel.from_pretrained(folder, dtype=dtype, device=device, device_map=device_map, **kwargs)
-    return loaded, AutoTokenizer.from_pretrained(folder), AutoImageProcessor.from_pretrained(folder)
+    loaded = AutoModel.from_pretrained(checkpoint, dtype=dtype, device=device, device_map=device_map, **kwargs)
+    return loaded, AutoTokenizer.from_pretrained(checkpoint), AutoImageProcessor.from_pretrained(checkpoint)
 
 
 def pipeline(

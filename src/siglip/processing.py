@@ -11,15 +11,21 @@ over a ``max_num_patches`` / ``patch_size`` saved in ``preprocessor_config.json`
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .auto import AutoImageProcessor, AutoTokenizer
 from .batch_feature import BatchFeature
-
-PROCESSOR_CONFIG_NAME = "processor_config.json"
-PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
+from .files import (
+    CONFIG_NAME,
+    PREPROCESSING_PATTERNS,
+    PREPROCESSOR_CONFIG_NAME,
+    PROCESSOR_CONFIG_NAME,
+    Checkpoint,
+    atomic_write_json,
+    split_hub_kwargs,
+)
 
 # Keywords that go to the tokenizer; everything else (but return_tensors, which goes to both) is an image option.
 TEXT_KEYWORDS = frozenset(
@@ -100,15 +106,11 @@ class _ProcessorBase:
 
     # -- files -----------------------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> _ProcessorBase:
+    def from_pretrained(cls, name_or_path: str | os.PathLike | Checkpoint, **kwargs: Any) -> _ProcessorBase:
         """Load the tokenizer and image processor of a folder or hub id (both layouts transformers writes)."""
-        from .hub import resolve_folder, split_hub_kwargs
-        from .image_processing import AutoImageProcessor
-        from .tokenization import AutoTokenizer
-
-        folder = resolve_folder(name_or_path, **split_hub_kwargs(kwargs))
-        image_processor = AutoImageProcessor.from_pretrained(folder)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        checkpoint = Checkpoint.resolve(name_or_path, patterns=PREPROCESSING_PATTERNS, **split_hub_kwargs(kwargs))
+        image_processor = AutoImageProcessor.from_pretrained(checkpoint)
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         processor = cls(image_processor=image_processor, tokenizer=tokenizer)
         for key, value in kwargs.items():  # e.g. max_num_patches=1024 for every call
             (processor.text_overrides if key in TEXT_KEYWORDS else processor.images_overrides)[key] = value
@@ -120,10 +122,7 @@ class _ProcessorBase:
         save_directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(save_directory)
         self.image_processor.save_pretrained(save_directory)
-        path = save_directory / PROCESSOR_CONFIG_NAME
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"processor_class": type(self).__name__}, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_json(save_directory / PROCESSOR_CONFIG_NAME, {"processor_class": type(self).__name__})
         return save_directory
 
 
@@ -145,39 +144,31 @@ PROCESSOR_CLASSES: dict[str, type[_ProcessorBase]] = {
 }
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
-    return data if isinstance(data, dict) else {}
-
-
-def processor_class_for(folder: Path) -> type[_ProcessorBase]:
+def processor_class_for(checkpoint: Checkpoint) -> type[_ProcessorBase]:
     """Which processor a folder wants: its processor_class, else the image processor type, else model_type."""
-    processor = _read_json(folder / PROCESSOR_CONFIG_NAME)
-    preprocessor = _read_json(folder / PREPROCESSOR_CONFIG_NAME)
+    processor = checkpoint.json(PROCESSOR_CONFIG_NAME) or {}
+    preprocessor = checkpoint.json(PREPROCESSOR_CONFIG_NAME) or {}
     for name in (processor.get("processor_class"), preprocessor.get("processor_class")):
         if name in PROCESSOR_CLASSES:
             return PROCESSOR_CLASSES[name]
-    image_type = preprocessor.get("image_processor_type") or (processor.get("image_processor") or {}).get(
-        "image_processor_type"
+    image_processor = processor.get("image_processor")
+    image_type = preprocessor.get("image_processor_type") or (
+        image_processor.get("image_processor_type") if isinstance(image_processor, dict) else None
     )
     if isinstance(image_type, str) and image_type.startswith("Siglip2"):
         return Siglip2Processor
-    if image_type is None and _read_json(folder / "config.json").get("model_type") == "siglip2":
+    if image_type is None and (checkpoint.json(CONFIG_NAME) or {}).get("model_type") == "siglip2":
         return Siglip2Processor
     return SiglipProcessor
 
 
 class AutoProcessor:
-    """``AutoProcessor.from_pretrained(path_or_id)``: a SiglipProcessor or Siglip2Processor, as the folder says."""
+    """``AutoProcessor.from_pretrained(path_or_id)``: a SiglipProcessor or Siglip2Processor, as the folder says.
+
+    Its table is here rather than in ``auto.py`` because the processors load their parts through ``auto.py``.
+    """
 
     @staticmethod
-    def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> _ProcessorBase:
-        from .hub import resolve_folder, split_hub_kwargs
-
-        folder = resolve_folder(name_or_path, **split_hub_kwargs(kwargs))
-        return processor_class_for(folder).from_pretrained(folder, **kwargs)
+    def from_pretrained(name_or_path: str | os.PathLike | Checkpoint, **kwargs: Any) -> _ProcessorBase:
+        checkpoint = Checkpoint.resolve(name_or_path, patterns=PREPROCESSING_PATTERNS, **split_hub_kwargs(kwargs))
+        return processor_class_for(checkpoint).from_pretrained(checkpoint, **kwargs)

@@ -118,7 +118,7 @@ def apply_bitsandbytes(model: nn.Module, config: BitsAndBytesConfig, device: tor
 def quantize_int8(model: nn.Module) -> nn.Module:
     """Int8 weight-only quantization of every linear layer (torchao), in place; returns the model.
 
-    Embeddings stay within cosine 0.99 of the full-precision ones (see tests/test_quantization.py and the
+    Embeddings stay within cosine 0.99 of the full-precision ones (see tests/test_fast_paths.py and the
     benchmark table for speed and memory).
     """
     try:

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from .files import atomic_write_bytes, fsync_dir, is_temporary
+
 FORMAT = "siglip-embeddings"
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -40,17 +42,12 @@ class StoreError(RuntimeError):
     """A store that can't be read or written; the message names the folder or file."""
 
 
-def _fsync_dir(folder: Path) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """``files.atomic_write_bytes``, with a failure reported as a StoreError naming the file."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        raise StoreError(f"could not write {path}: {e.strerror or e}") from None
 
 
 def _discard(path: Path) -> None:
@@ -59,24 +56,6 @@ def _discard(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError:
         pass
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise StoreError(f"could not write {path}: {e.strerror or e}") from None
-    _fsync_dir(path.parent)
 
 
 def _have_pyarrow() -> bool:
@@ -169,7 +148,7 @@ class EmbeddingStore:
         manifest = {**manifest, "format": FORMAT, "version": VERSION, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if rows is not None:
             manifest["rows"] = rows
-        atomic_write_bytes(self.manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write(self.manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
 
     # -- shards ----------------------------------------------------------------------------------------------------
     def _listing(self) -> tuple[dict[int, Path], dict[int, Path]]:
@@ -197,7 +176,7 @@ class EmbeddingStore:
         for folder in (self.root, self.shard_dir):
             if folder.is_dir():
                 for path in folder.iterdir():
-                    if path.name.startswith(".") and ".tmp-" in path.name:
+                    if is_temporary(path):
                         _discard(path)
         npy, meta = self._listing()
         for seq, path in npy.items():
@@ -262,8 +241,8 @@ class EmbeddingStore:
             return
         seq = self._next_seq()
         fmt = "parquet" if _have_pyarrow() else "jsonl"
-        atomic_write_bytes(self.shard_dir / f"{seq:06d}.npy", _npy_bytes(embeddings))
-        atomic_write_bytes(self.shard_dir / f"{seq:06d}.{fmt}", _encode_rows(rows, fmt))
+        atomic_write(self.shard_dir / f"{seq:06d}.npy", _npy_bytes(embeddings))
+        atomic_write(self.shard_dir / f"{seq:06d}.{fmt}", _encode_rows(rows, fmt))
 
     def compact(self, key: str, drop: Iterable[Any] = ()) -> int:
         """Remove rows whose key is in ``drop`` and stale duplicates by rewriting the shards that hold them.
@@ -283,14 +262,14 @@ class EmbeddingStore:
                 self.append([shard_rows[i] for i in keep], embeddings[keep])
             meta_path.unlink(missing_ok=True)  # metadata first: a shard without it is already ignored
             npy_path.unlink(missing_ok=True)
-        _fsync_dir(self.shard_dir)
+        fsync_dir(self.shard_dir)
         return sum(1 for r in rows if r[key] not in drop)
 
     def write_errors(self, errors: list[tuple[str, str]]) -> None:
         data = "".join(json.dumps({"path": p, "error": m}, ensure_ascii=False) + "\n" for p, m in errors)
         # A file name that is not UTF-8 holds lone surrogates; backslashreplace writes each as its JSON escape
         # (\udcXX), so the line stays valid JSON and reads back as the same Python string.
-        atomic_write_bytes(self.root / ERRORS, data.encode("utf-8", "backslashreplace"))
+        atomic_write(self.root / ERRORS, data.encode("utf-8", "backslashreplace"))
 
 
 def cosine_top_k(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -303,3 +282,27 @@ def cosine_top_k(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndar
     top = np.argpartition(-scores, k - 1)[:k]
     top = top[np.lexsort((top, -scores[top]))]
     return top, scores[top]
+
+
+class ShardWriter:
+    """Buffers rows and writes a shard every ``rows`` rows or ``seconds`` seconds (and on ``flush``)."""
+
+    def __init__(self, store: EmbeddingStore, rows: int, seconds: float = 30.0):
+        self.store, self.rows, self.seconds = store, rows, seconds
+        self.buffer_rows: list[dict[str, Any]] = []
+        self.buffer_emb: list[np.ndarray] = []
+        self.last = time.monotonic()
+        self.written = 0
+
+    def add(self, rows: list[dict[str, Any]], embeddings: np.ndarray) -> None:
+        self.buffer_rows.extend(rows)
+        self.buffer_emb.append(embeddings)
+        if len(self.buffer_rows) >= self.rows or time.monotonic() - self.last >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer_rows:
+            self.store.append(self.buffer_rows, np.concatenate(self.buffer_emb))
+            self.written += len(self.buffer_rows)
+        self.buffer_rows, self.buffer_emb = [], []
+        self.last = time.monotonic()

@@ -1,206 +1,30 @@
 """``siglip train``: contrastive (sigmoid loss) and classification fine-tuning, on one process or many.
 
-This package owns the training side of siglip and is never imported by ``import siglip``. Only this file is
-imported by the ``siglip`` command (to add the subcommand), so it holds the argument parser and nothing heavy:
+This package owns the training side of siglip and is never imported by ``import siglip`` nor by inference code.
+The ``siglip`` command imports only ``cli`` (the argument parser); nothing heavy loads until a run starts:
 
+* ``config``: ``TrainConfig``, every option typed, and ``TrainError``;
+* ``cli``: the ``siglip train`` / ``python -m siglip.train`` argument parser;
 * ``trainer``: process groups, DDP / FSDP, the optimisation loop, logging, checkpoints and ``--resume``;
 * ``data``: caption folders, CSV / JSONL pair lists and class folders, the bad-image scan, the rank sharding;
-* ``shapes``: the synthetic shapes set the bundled demo model is trained and tested on.
+* ``hf_trainer``: ``SaveConfigCallback``, for models trained with ``transformers.Trainer`` instead.
 
 Launch with ``siglip train ...``, ``python -m siglip.train ...`` or ``torchrun --nproc_per_node N -m siglip.train
-...`` (one process per GPU; gloo on CPU, NCCL on GPU).
+...`` (one process per GPU; gloo on CPU, NCCL on GPU), or from Python with ``siglip.train.train(TrainConfig(...))``.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
-from collections.abc import Sequence
+from pathlib import Path
 
-from ..cli import _default_workers
+from .cli import main
+from .config import TrainConfig, TrainError
 
-TRAIN_EXAMPLES = """examples:
-  # contrastive fine-tuning on a folder of images with same-name .txt captions
-  siglip train --data photos/ --model google/siglip-base-patch16-224 --output runs/photos --epochs 3
-
-  # from a CSV or JSONL with columns image,caption (paths relative to the file), 4 GPUs, global negatives
-  torchrun --nproc_per_node 4 -m siglip.train --data pairs.csv --model google/siglip2-base-patch16-224 \\
-      --output runs/pairs --batch-size 256 --bf16 --save-every 500
-
-  # classification: root/<class>/*.jpg, a fresh head on a base checkpoint, labels from the folder names
-  siglip train --task classification --data flowers/ --model google/siglip-base-patch16-224 --output runs/flowers
-
-  # carry on after an interruption (same command plus --resume): same result as an uninterrupted run
-  siglip train --data photos/ --model google/siglip-base-patch16-224 --output runs/photos --epochs 3 --resume
-
-Output: OUT/checkpoint-NNNNNNN/ (config.json, model.safetensors, tokenizer and preprocessor files: usable with
-`siglip classify --model`, siglip and transformers from_pretrained; plus training_state.pt), OUT/log.jsonl (one
-line per step: loss, learning rate, mean logits of matched and unmatched pairs, ...), OUT/skipped.jsonl (inputs
-that could not be used).
-"""
+__all__ = ["TrainConfig", "TrainError", "main", "train"]
 
 
-class TrainError(ValueError):
-    """Bad training input or options: printed as one line ``siglip: error: ...``, exit code 1."""
+def train(config: TrainConfig) -> Path | None:
+    """Run a training job; returns the last checkpoint folder (None on ranks other than 0 where nothing is saved)."""
+    from .trainer import train as run
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``siglip train`` (shared by the subcommand and ``python -m siglip.train``)."""
-    what = parser.add_argument_group("what to train")
-    what.add_argument(
-        "--task",
-        choices=["contrastive", "classification"],
-        default="contrastive",
-        help="contrastive: image-caption pairs, sigmoid loss (default); classification: class folders",
-    )
-    what.add_argument(
-        "--data",
-        required=True,
-        metavar="PATH",
-        help="contrastive: a folder of images with same-name .txt captions, or a .csv / .jsonl with "
-        "columns image,caption; classification: a folder root/<class>/<images>",
-    )
-    what.add_argument(
-        "--model",
-        required=True,
-        metavar="NAME",
-        help="base checkpoint: folder, hub id or 'siglip-demo' (its tokenizer and image processor are used)",
-    )
-    what.add_argument(
-        "--from-scratch",
-        action="store_true",
-        help="random weights with --model's config.json instead of its weights",
-    )
-    what.add_argument(
-        "--init-temperature",
-        type=float,
-        default=None,
-        metavar="T",
-        help="with --from-scratch: initial exp(logit_scale) (default: 10, big_vision's)",
-    )
-    what.add_argument(
-        "--init-bias",
-        type=float,
-        default=None,
-        metavar="B",
-        help="with --from-scratch: initial logit_bias (default: -10, big_vision's, meant for batches of thousands; "
-        "about -log(global batch) learns faster with small ones)",
-    )
-    what.add_argument("--output", "-o", required=True, metavar="OUT", help="folder for checkpoints and logs")
-
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=1, help="passes over the data (default: 1)")
-    opt.add_argument("--max-steps", type=int, default=None, metavar="N", help="optimizer steps (overrides --epochs)")
-    opt.add_argument(
-        "--batch-size",
-        type=int,
-        default=32,
-        metavar="B",
-        help="pairs (or images) per process and micro-batch; the global batch is B x processes x "
-        "--grad-accum (default: 32)",
-    )
-    opt.add_argument(
-        "--grad-accum",
-        type=int,
-        default=1,
-        metavar="K",
-        help="micro-batches per optimizer step; contrastive steps equal one batch of K x B (the "
-        "embeddings are cached and the towers re-run, so negatives span all K) (default: 1)",
-    )
-    opt.add_argument("--lr", type=float, default=1e-5, help="peak AdamW learning rate (default: 1e-5)")
-    opt.add_argument(
-        "--weight-decay",
-        type=float,
-        default=1e-4,
-        help="AdamW decoupled weight decay on matrices (not biases, norms, scale) (default: 1e-4)",
-    )
-    opt.add_argument(
-        "--warmup-steps",
-        type=int,
-        default=None,
-        metavar="N",
-        help="linear warm-up steps before the cosine decay (default: 5%% of the steps)",
-    )
-    opt.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the gradient norm; 0 = off (default: 1)")
-    opt.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the towers (weights stay fp32)")
-    opt.add_argument("--seed", type=int, default=0, help="seed for the data order, new weights and dropout")
-
-    run = parser.add_argument_group("running")
-    run.add_argument(
-        "--fsdp",
-        action="store_true",
-        help="shard weights, gradients and optimizer state (FSDP2) instead of replicating them (DDP)",
-    )
-    run.add_argument(
-        "--device",
-        default="auto",
-        choices=["auto", "cpu", "cuda"],
-        help="auto: CUDA (one GPU per process, NCCL) when available, else CPU (gloo)",
-    )
-    run.add_argument(
-        "--save-every",
-        type=int,
-        default=1000,
-        metavar="N",
-        help="write a checkpoint every N steps, and always at the end (default: 1000)",
-    )
-    run.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from the newest checkpoint in OUT (start fresh if there is none)",
-    )
-    run.add_argument("--log-every", type=int, default=10, metavar="N", help="print a log line every N steps")
-    run.add_argument(
-        "--num-workers",
-        type=int,
-        default=_default_workers(),
-        help="processes decoding images per training process (default: %(default)s)",
-    )
-    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines (log.jsonl is kept)")
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    """Run a training job from parsed arguments (the ``siglip train`` handler)."""
-    from .trainer import train
-
-    train(args)
-    return 0
-
-
-def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``train`` to the ``siglip`` command's subcommands."""
-    parser = subparsers.add_parser(
-        "train",
-        help="fine-tune (or train) a SigLIP / SigLIP2 model, on one process or with torchrun",
-        description="Contrastive or classification training; writes transformers-compatible checkpoints.",
-        epilog=TRAIN_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=cmd_train)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m siglip.train`` / ``torchrun -m siglip.train``: the same options as ``siglip train``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m siglip.train",
-        description=__doc__.splitlines()[0],
-        epilog=TRAIN_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="siglip: %(message)s", stream=sys.stderr
-    )
-    try:
-        return cmd_train(args)
-    except KeyboardInterrupt:
-        print("siglip: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, OSError) as e:  # TrainError, CheckpointError and unreadable files: one line
-        message = str(e).strip().splitlines()
-        print(f"siglip: error: {message[0] if message else type(e).__name__}", file=sys.stderr)
-        return 1
+    return run(config)

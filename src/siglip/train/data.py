@@ -31,9 +31,9 @@ from typing import Any
 import torch
 
 from ..data import IMAGE_EXTENSIONS, find_images, first_line
-from ..image_processing import load_image
+from ..image_io import load_image
 from ..progress import Progress
-from . import TrainError
+from .config import TrainError
 
 logger = logging.getLogger("siglip")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..hub import save_model_config
 from ..modeling_utils import PreTrainedModel
 
 
@@ -22,11 +21,11 @@ class SaveConfigCallback:
     def on_save(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if isinstance(model, PreTrainedModel) and folder.is_dir() and state.is_world_process_zero:
-            save_model_config(model, folder)
+            model.save_config(folder)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if isinstance(model, PreTrainedModel) and state.is_world_process_zero:
-            save_model_config(model, args.output_dir)
+            model.save_config(args.output_dir)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("on_"):  # every other Trainer event: nothing to do

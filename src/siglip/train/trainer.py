@@ -27,7 +27,6 @@ hardware. Checkpoints are written to a temporary folder and renamed into place.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import hashlib
@@ -47,13 +46,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..auto import AutoModel, AutoModelForImageClassification
-from ..hub import CheckpointError, read_config_dict, resolve_folder
-from ..image_processing import AutoImageProcessor
+from ..auto import AutoImageProcessor, AutoModel, AutoModelForImageClassification, AutoTokenizer
+from ..files import Checkpoint, CheckpointError
 from ..loss import distributed_sigmoid_loss
+from ..modeling_siglip import SiglipEncoderLayer
 from ..progress import Progress
-from ..tokenization import AutoTokenizer
-from . import TrainError
+from .config import TrainConfig, TrainError
 from .data import Collate, Example, ExampleDataset, RankBatches, read_class_folders, read_pairs, scan_images
 
 logger = logging.getLogger("siglip")
@@ -108,9 +106,9 @@ class Processes:
             dist.barrier()
 
 
-def setup_processes(args: argparse.Namespace) -> Processes:
+def setup_processes(config: TrainConfig) -> Processes:
     """Join the torchrun group (or make a world of one for ``--fsdp``) and pick this process's device."""
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    use_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
         raise TrainError("--device cuda was asked for but CUDA is not available on this machine")
     launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -125,12 +123,12 @@ def setup_processes(args: argparse.Namespace) -> Processes:
     elif launched:
         dist.init_process_group(backend, device_id=device if use_cuda else None)
         procs.owns_group = True
-    elif args.fsdp:  # FSDP needs a group even alone; an in-memory store needs no port
+    elif config.fsdp:  # FSDP needs a group even alone; an in-memory store needs no port
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
         procs.owns_group = True
     if dist.is_initialized():
         procs.rank, procs.world = dist.get_rank(), dist.get_world_size()
-        if args.task == "contrastive" and procs.world > 1:
+        if config.task == "contrastive" and procs.world > 1:
             procs.loss_group = dist.new_group(backend=backend)
     return procs
 
@@ -175,27 +173,30 @@ class ImageClassifier(nn.Module):
         return self.model(**image_inputs).logits
 
 
-def build_model(args: argparse.Namespace, folder: Path, classes: list[str] | None, from_scratch: bool) -> nn.Module:
-    """The model to train (fp32, train mode): ``folder``'s weights, or new ones with ``folder``'s config."""
-    config_dict = read_config_dict(folder)
+def build_model(
+    config: TrainConfig, source: Path | Checkpoint, classes: list[str] | None, from_scratch: bool
+) -> nn.Module:
+    """The model to train (fp32, train mode): ``source``'s weights, or new ones with ``source``'s config."""
+    checkpoint = Checkpoint.resolve(source)
+    config_dict = checkpoint.config_dict()
     table = AutoModel if classes is None else AutoModelForImageClassification
     try:
         model_class = table.class_for(config_dict.get("model_type"))
     except ValueError as e:
-        raise TrainError(f"{folder}: {e}") from None
+        raise TrainError(f"{checkpoint.folder}: {e}") from None
     overrides: dict[str, Any] = {}
     if classes is not None:
         overrides = {"id2label": dict(enumerate(classes)), "label2id": {name: i for i, name in enumerate(classes)}}
-    torch.manual_seed(args.seed)  # new weights (all of them, or a fresh classifier head) depend on the seed only
+    torch.manual_seed(config.seed)  # new weights (all of them, or a fresh classifier head) depend on the seed only
     if from_scratch:
         model = model_class(model_class.config_class.from_dict(config_dict, **overrides))
         model.init_weights()
         if classes is None:
             with torch.no_grad():  # big_vision's SigLIP init unless asked otherwise: t = 10, b = -10
-                model.logit_scale.fill_(math.log(10.0 if args.init_temperature is None else args.init_temperature))
-                model.logit_bias.fill_(-10.0 if args.init_bias is None else args.init_bias)
+                model.logit_scale.fill_(math.log(10.0 if config.init_temperature is None else config.init_temperature))
+                model.logit_bias.fill_(-10.0 if config.init_bias is None else config.init_bias)
     else:
-        model = model_class.from_pretrained(folder, dtype=torch.float32, **overrides)
+        model = model_class.from_pretrained(checkpoint, dtype=torch.float32, **overrides)
     if classes is not None and getattr(model.vision_model, "head", None) is not None:
         # The classifier pools patch tokens itself; the attention-pooling head gets no gradient, which DDP would
         # otherwise report as unused parameters on every step.
@@ -203,12 +204,10 @@ def build_model(args: argparse.Namespace, folder: Path, classes: list[str] | Non
     return model.train()
 
 
-def _wrap(core: nn.Module, args: argparse.Namespace, procs: Processes) -> nn.Module:
+def _wrap(core: nn.Module, config: TrainConfig, procs: Processes) -> nn.Module:
     """DDP (default) or FSDP2 (one shard unit per encoder layer, then the rest) around ``core``."""
-    if args.fsdp:
+    if config.fsdp:
         from torch.distributed.fsdp import fully_shard
-
-        from ..modeling_siglip import SiglipEncoderLayer
 
         for module in core.modules():
             if isinstance(module, SiglipEncoderLayer):
@@ -253,7 +252,7 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def build_optimizer(core: nn.Module, args: argparse.Namespace) -> tuple[torch.optim.Optimizer, list[list[str]]]:
+def build_optimizer(core: nn.Module, config: TrainConfig) -> tuple[torch.optim.Optimizer, list[list[str]]]:
     """AdamW (beta2 0.95, as the SigLIP paper, against loss spikes) with weight decay on matrices only.
 
     Returns the optimizer and the parameter names of each of its groups, in order.
@@ -264,10 +263,10 @@ def build_optimizer(core: nn.Module, args: argparse.Namespace) -> tuple[torch.op
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append((name, p))  # biases, norms, logit scale / bias: no decay
     groups = [
-        {"params": [p for _, p in decay], "weight_decay": args.weight_decay},
+        {"params": [p for _, p in decay], "weight_decay": config.weight_decay},
         {"params": [p for _, p in no_decay], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
     return optimizer, [[n for n, _ in decay], [n for n, _ in no_decay]]
 
 
@@ -294,84 +293,85 @@ def _digest(examples: list[Example]) -> str:
     return h.hexdigest()[:16]
 
 
-def _positive(name: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise TrainError(f"{name} must be at least 1, got {value}")
-
-
 class Trainer:
-    """One training run; ``run()`` does it all. Built by ``train(args)``."""
+    """One training run; ``run()`` does it all. Built by ``train(config)``."""
 
-    def __init__(self, args: argparse.Namespace, procs: Processes):
-        self.args, self.procs = args, procs
-        self.out = Path(args.output).expanduser()
-        self.contrastive = args.task == "contrastive"
+    def __init__(self, config: TrainConfig, procs: Processes):
+        self.config, self.procs = config, procs
+        self.out = Path(config.output).expanduser()
+        self.contrastive = config.task == "contrastive"
         existing = self._checkpoints()
-        if existing and not args.resume:  # checked before the data scan, which can take a while
+        if existing and not config.resume:  # checked before the data scan, which can take a while
             raise TrainError(
                 f"{self.out} already holds checkpoints ({existing[-1][1].name}); pass --resume to "
                 "continue that run, or choose another --output"
             )
         try:
-            self.folder = resolve_folder(args.model)
+            self.checkpoint = Checkpoint.resolve(config.model)
         except CheckpointError as e:
-            raise TrainError(f"--model {args.model}: {e}") from None
-        self.image_processor = AutoImageProcessor.from_pretrained(self.folder)
+            raise TrainError(f"--model {config.model}: {e}") from None
+        self.image_processor = AutoImageProcessor.from_pretrained(self.checkpoint)
         self.tokenizer = self._load_tokenizer()
         self.examples, self.classes = self._read_data()
         n = len(self.examples)
-        global_batch = args.batch_size * args.grad_accum * procs.world
+        global_batch = config.batch_size * config.grad_accum * procs.world
         steps_per_epoch = n // global_batch
         if steps_per_epoch == 0:
             raise TrainError(
                 f"{n} usable examples are fewer than one global batch of {global_batch} (--batch-size "
-                f"{args.batch_size} x --grad-accum {args.grad_accum} x {procs.world} processes)"
+                f"{config.batch_size} x --grad-accum {config.grad_accum} x {procs.world} processes)"
             )
-        total = args.max_steps or args.epochs * steps_per_epoch
-        warmup = args.warmup_steps if args.warmup_steps is not None else round(0.05 * total)
+        total = config.max_steps or config.epochs * steps_per_epoch
+        warmup = config.warmup_steps if config.warmup_steps is not None else round(0.05 * total)
         self.plan = Plan(n, global_batch, steps_per_epoch, total, min(warmup, total))
         self.run_info = {
-            "task": args.task,
+            "task": config.task,
             "world_size": procs.world,
-            "batch_size": args.batch_size,
-            "grad_accum": args.grad_accum,
-            "seed": args.seed,
+            "batch_size": config.batch_size,
+            "grad_accum": config.grad_accum,
+            "seed": config.seed,
             "total_steps": total,
             "warmup_steps": self.plan.warmup_steps,
-            "lr": args.lr,
-            "weight_decay": args.weight_decay,
-            "max_grad_norm": args.max_grad_norm,
-            "bf16": args.bf16,
+            "lr": config.lr,
+            "weight_decay": config.weight_decay,
+            "max_grad_norm": config.max_grad_norm,
+            "bf16": config.bf16,
             "num_examples": n,
             "examples_digest": _digest(self.examples),
-            "fsdp": args.fsdp,
+            "fsdp": config.fsdp,
         }
 
     # -- setup ---------------------------------------------------------------------------------------------------
     def _load_tokenizer(self) -> Any:
         try:
-            return AutoTokenizer.from_pretrained(self.folder)
+            return AutoTokenizer.from_pretrained(self.checkpoint)
         except CheckpointError as e:
             if self.contrastive:
-                raise TrainError(f"--model {self.args.model}: contrastive training needs its tokenizer: {e}") from None
+                raise TrainError(
+                    f"--model {self.config.model}: contrastive training needs its tokenizer: {e}"
+                ) from None
             return None  # classification does not read text; the checkpoint gets the tokenizer only if there is one
 
     def _read_data(self) -> tuple[list[Example], list[str] | None]:
-        args, procs = self.args, self.procs
+        config, procs = self.config, self.procs
         if self.contrastive:
-            examples, skipped = read_pairs(args.data)
+            examples, skipped = read_pairs(config.data)
             classes = None
         else:
-            examples, classes, skipped = read_class_folders(args.data)
+            examples, classes, skipped = read_class_folders(config.data)
         bad = scan_images(
-            [e.image for e in examples], args.num_workers, procs.rank, procs.world, show=procs.main and not args.quiet
+            [e.image for e in examples],
+            config.num_workers,
+            procs.rank,
+            procs.world,
+            show=procs.main and not config.quiet,
         )
         skipped += [(path, reason) for path, reason in bad.items()]
         examples = [e for e in examples if e.image not in bad]
         if procs.main:
             self._report_skipped(skipped)
         if not examples:
-            raise TrainError(f"--data {args.data}: none of the images could be decoded")
+            raise TrainError(f"--data {config.data}: none of the images could be decoded")
         return examples, classes
 
     def _report_skipped(self, skipped: list[tuple[str, str]]) -> None:
@@ -393,14 +393,16 @@ class Trainer:
     # -- run -----------------------------------------------------------------------------------------------------
     def run(self) -> Path | None:
         """Train, checkpoint, and return the last checkpoint folder."""
-        args, procs, plan = self.args, self.procs, self.plan
+        config, procs, plan = self.config, self.procs, self.plan
         existing = self._checkpoints()
-        resume_from = existing[-1][1] if args.resume and existing else None
+        resume_from = existing[-1][1] if config.resume and existing else None
         state = self._load_state(resume_from) if resume_from else None
-        self.model = build_model(args, resume_from or self.folder, self.classes, args.from_scratch and not resume_from)
+        self.model = build_model(
+            config, resume_from or self.checkpoint, self.classes, config.from_scratch and not resume_from
+        )
         self.core = (ContrastiveTowers if self.contrastive else ImageClassifier)(self.model).to(procs.device)
-        self.wrapped = _wrap(self.core, args, procs)  # before the optimizer: FSDP replaces the parameters
-        self.optimizer, self.param_names = build_optimizer(self.core, args)
+        self.wrapped = _wrap(self.core, config, procs)  # before the optimizer: FSDP replaces the parameters
+        self.optimizer, self.param_names = build_optimizer(self.core, config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, functools.partial(lr_factor, warmup_steps=plan.warmup_steps, total_steps=plan.total_steps)
         )
@@ -411,7 +413,7 @@ class Trainer:
             step = state["step"]
             if procs.main:
                 logger.info("resuming from %s (step %d of %d)", resume_from, step, plan.total_steps)
-        elif args.resume and procs.main:
+        elif config.resume and procs.main:
             logger.info("--resume: no checkpoint in %s yet, starting from the beginning", self.out)
         if procs.main:
             self._start_log(step)
@@ -419,7 +421,7 @@ class Trainer:
         last = resume_from
         started = time.perf_counter()
         first = step
-        with Progress(plan.total_steps - step, "training", unit="step", disable=args.quiet or not procs.main) as bar:
+        with Progress(plan.total_steps - step, "training", unit="step", disable=config.quiet or not procs.main) as bar:
             for micro in self._batches(step):
                 record = self._step(step, micro)
                 step += 1
@@ -432,34 +434,34 @@ class Trainer:
                 if procs.main:
                     self._log(record)
                 bar.update()
-                if step % args.save_every == 0 or step == plan.total_steps:
+                if step % config.save_every == 0 or step == plan.total_steps:
                     last = self.save_checkpoint(step)
         return last
 
     def _describe(self) -> None:
-        plan, args, procs = self.plan, self.args, self.procs
+        plan, config, procs = self.plan, self.config, self.procs
         params = sum(p.numel() for p in self.core.parameters())
         logger.info(
             "%s training of %s (%.2fM parameters) on %d examples: %d steps (%d per epoch), global batch %d = %d x %d "
             "process(es) x %d micro-batch(es), %s, %s on %s",
-            args.task,
+            config.task,
             type(self.model).__name__,
             params / 1e6,
             plan.num_examples,
             plan.total_steps,
             plan.steps_per_epoch,
             plan.global_batch,
-            args.batch_size,
+            config.batch_size,
             procs.world,
-            args.grad_accum,
-            "FSDP" if args.fsdp else ("DDP" if procs.world > 1 else "one process"),
-            "bf16 autocast" if args.bf16 else "fp32",
+            config.grad_accum,
+            "FSDP" if config.fsdp else ("DDP" if procs.world > 1 else "one process"),
+            "bf16 autocast" if config.bf16 else "fp32",
             procs.device,
         )
 
     def _batches(self, step: int) -> Iterator[list[tuple[dict[str, torch.Tensor], torch.Tensor]]]:
         """The micro-batches of every remaining step, ``grad_accum`` at a time."""
-        args, procs, plan = self.args, self.procs, self.plan
+        config, procs, plan = self.config, self.procs, self.plan
         if self.contrastive:
             collate = Collate(self.tokenizer, self.model.config.text_config.max_position_embeddings)
         else:
@@ -468,29 +470,36 @@ class Trainer:
         while step < plan.total_steps:
             epoch, offset = divmod(step, plan.steps_per_epoch)
             sampler = RankBatches(
-                plan.num_examples, args.batch_size, args.grad_accum, procs.rank, procs.world, args.seed, epoch, offset
+                plan.num_examples,
+                config.batch_size,
+                config.grad_accum,
+                procs.rank,
+                procs.world,
+                config.seed,
+                epoch,
+                offset,
             )
             loader = torch.utils.data.DataLoader(
                 dataset,
                 batch_sampler=sampler,
-                num_workers=args.num_workers,
+                num_workers=config.num_workers,
                 collate_fn=collate,
                 pin_memory=procs.device.type == "cuda",
-                prefetch_factor=4 if args.num_workers else None,
+                prefetch_factor=4 if config.num_workers else None,
             )
             batches = iter(loader)
             for _ in range(offset, plan.steps_per_epoch):
                 if step >= plan.total_steps:
                     return
-                yield [next(batches) for _ in range(args.grad_accum)]
+                yield [next(batches) for _ in range(config.grad_accum)]
                 step += 1
 
     # -- one step --------------------------------------------------------------------------------------------------
     def _forward(self, step: int, m: int, batch: tuple[dict[str, torch.Tensor], torch.Tensor]) -> Any:
         image_inputs, target = batch
         image_inputs = {k: v.to(self.procs.device, non_blocking=True) for k, v in image_inputs.items()}
-        _reseed(self.args.seed, step, self.procs.rank, m)
-        with torch.autocast(self.procs.device.type, dtype=torch.bfloat16, enabled=self.args.bf16):
+        _reseed(self.config.seed, step, self.procs.rank, m)
+        with torch.autocast(self.procs.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
             if self.contrastive:
                 text_inputs = {k: v.to(self.procs.device, non_blocking=True) for k, v in target.items()}
                 return self.wrapped(**text_inputs, **image_inputs)
@@ -498,7 +507,7 @@ class Trainer:
 
     def _step(self, step: int, micro: list[tuple[dict[str, torch.Tensor], torch.Tensor]]) -> dict[str, float]:
         record = self._contrastive_step(step, micro) if self.contrastive else self._classification_step(step, micro)
-        max_norm = self.args.max_grad_norm if self.args.max_grad_norm > 0 else float("inf")  # inf: measure only
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")  # inf: measure only
         norm = torch.nn.utils.clip_grad_norm_([p for p in self.core.parameters() if p.requires_grad], max_norm)
         norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
         record["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -608,7 +617,7 @@ class Trainer:
     def _log(self, record: dict[str, float]) -> None:
         with open(self._log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        if not self.args.quiet and (record["step"] % self.args.log_every == 0 or record["step"] == 1):
+        if not self.config.quiet and (record["step"] % self.config.log_every == 0 or record["step"] == 1):
             extra = (
                 f"pos {record['pos_logit']:.2f} neg {record['neg_logit']:.2f} t {record['logit_scale']:.2f} "
                 f"b {record['logit_bias']:.2f}"
@@ -629,7 +638,7 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------------------------
     def _full_model_state(self) -> dict[str, torch.Tensor] | None:
         """FSDP: gather the full weights onto rank 0 (a collective); otherwise None (the model is whole)."""
-        if not self.args.fsdp:
+        if not self.config.fsdp:
             return None
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -638,7 +647,7 @@ class Trainer:
 
     def _optimizer_state(self) -> dict[str, Any]:
         """AdamW state keyed by parameter name (the same layout under DDP and FSDP; a collective with FSDP)."""
-        if self.args.fsdp:
+        if self.config.fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
             options = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -649,7 +658,7 @@ class Trainer:
         return {"state": {names[i]: s for i, s in state["state"].items()}, "param_groups": groups}
 
     def _set_optimizer_state(self, saved: dict[str, Any]) -> None:
-        if self.args.fsdp:
+        if self.config.fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
             set_optimizer_state_dict(self.core, self.optimizer, saved, options=StateDictOptions(full_state_dict=True))
@@ -715,21 +724,14 @@ class Trainer:
         return state
 
 
-def train(args: argparse.Namespace) -> Path | None:
-    """Run ``siglip train`` with parsed arguments; returns the last checkpoint folder."""
-    for name in ("batch_size", "grad_accum", "epochs", "max_steps", "save_every", "log_every"):
-        _positive("--" + name.replace("_", "-"), getattr(args, name))
-    if args.num_workers < 0:
-        raise TrainError(f"--num-workers must be >= 0, got {args.num_workers}")
-    if not args.from_scratch and (args.init_temperature is not None or args.init_bias is not None):
-        raise TrainError("--init-temperature and --init-bias set up new weights: they need --from-scratch")
-    if args.init_temperature is not None and args.init_temperature <= 0:
-        raise TrainError(f"--init-temperature must be positive, got {args.init_temperature}")
-    procs = setup_processes(args)
+def train(config: TrainConfig) -> Path | None:
+    """Run a training job; returns the last checkpoint folder."""
+    config.validate()
+    procs = setup_processes(config)
     if not procs.main:  # one copy of the messages, from rank 0; errors still come from every rank
         logging.getLogger("siglip").setLevel(logging.ERROR)
     try:
-        last = Trainer(args, procs).run()
+        last = Trainer(config, procs).run()
         procs.barrier()
         return last
     finally:

@@ -217,7 +217,7 @@ def train_tokenizer(
     """
     import sentencepiece as spm
 
-    from ..tokenization import SiglipTokenizer
+    from siglip.tokenization import SiglipTokenizer
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

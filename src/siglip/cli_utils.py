@@ -1,0 +1,50 @@
+"""What the ``siglip`` command and ``python -m siglip.train`` share: the one-line error report, flag checks and
+logging on stderr. (``cli.py`` sits above ``siglip.train``, so the shared pieces live here, below both.)"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("siglip")
+
+
+class CLIError(Exception):
+    """A user-facing failure: printed as one line, exit code 1."""
+
+
+def positive(name: str, value: int | None) -> int | None:
+    """``value`` when it is None or at least 1, else a CLIError naming the flag."""
+    if value is not None and value < 1:
+        raise CLIError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def configure_logging(quiet: bool) -> None:
+    """Messages of the "siglip" logger on the current stderr (re-bound on every call, for in-process use)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("siglip: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def run_reporting_errors(command: Callable[[Any], int], args: Any) -> int:
+    """Run a command; a user-facing failure becomes ``siglip: error: <first line>`` (and up to five more lines
+    of detail) on stderr and exit code 1, Ctrl-C exit code 130. Programming errors keep their traceback."""
+    from .files import CheckpointError
+    from .store import StoreError
+
+    try:
+        return command(args)
+    except KeyboardInterrupt:
+        print("siglip: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, CheckpointError, StoreError, ValueError, FileNotFoundError, OSError) as e:
+        message = str(e).strip().splitlines()
+        print(f"siglip: error: {message[0] if message else type(e).__name__}", file=sys.stderr)
+        for line in message[1:6]:
+            print(f"  {line}", file=sys.stderr)
+        return 1
