@@ -55,9 +55,14 @@ def main() -> int:
                 outputs = max(relative(a[k], b[k]) for k in ("logits_per_image", "text_embeds", "image_embeds"))
                 hidden = max(
                     relative(x, y)
-                    for x, y in zip(a.vision_model_output.hidden_states, b.vision_model_output.hidden_states, strict=True)
+                    for x, y in zip(
+                        a.vision_model_output.hidden_states, b.vision_model_output.hidden_states, strict=True
+                    )
                 )
-                print(f"{family:8} {implementation:5} {str(dtype)[6:]:9} outputs {outputs:.2e}  vision hidden states {hidden:.2e}")
+                print(
+                    f"{family:8} {implementation:5} {str(dtype)[6:]:9} outputs {outputs:.2e}  "
+                    f"vision hidden states {hidden:.2e}"
+                )
     return 0
 
 

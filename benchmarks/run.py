@@ -91,8 +91,11 @@ def peak_rss_load(library: str, folder: Path) -> float:
     code = f"""
         import sys, torch
         import {"siglip" if library == "siglip" else "transformers"} as lib
-        {"from siglip import modeling_siglip, modeling_siglip2, weights" if library == "siglip" else
-         "lib.logging.set_verbosity_error(); lib.AutoModel; from transformers.models.siglip import modeling_siglip"}
+        {
+        "from siglip import modeling_siglip, modeling_siglip2, weights"
+        if library == "siglip"
+        else "lib.logging.set_verbosity_error(); lib.AutoModel; from transformers.models.siglip import modeling_siglip"
+    }
         def status(key):
             for line in open("/proc/self/status"):
                 if line.startswith(key):
@@ -102,8 +105,13 @@ def peak_rss_load(library: str, folder: Path) -> float:
         model = lib.AutoModel.from_pretrained(sys.argv[1])
         print(status("VmHWM:") - base)
     """
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code), str(folder)], capture_output=True, text=True,
-                         env={**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), str(folder)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1"},
+        timeout=600,
+    )
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     return float(out.stdout.split()[-1])
@@ -126,9 +134,13 @@ COLD_START = {
 
 def cold_start(library: str, folder: Path, image: str) -> float:
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(COLD_START[library]), str(folder), image],
-                         capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"})
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(COLD_START[library]), str(folder), image],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"},
+    )
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     return time.perf_counter() - start
@@ -161,13 +173,22 @@ def build_checkpoints(workdir: Path, quick: bool) -> dict[str, Path]:
             "SigLIP2 NaFlex tiny": ("siglip2", dict(), dict()),
         }
     else:
-        base_text = dict(vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                         num_attention_heads=12, max_position_embeddings=64)
+        base_text = dict(
+            vocab_size=32000,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=64,
+        )
         base_vision = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
         specs = {
             "SigLIP base-patch16-224": ("siglip", base_text, dict(base_vision, image_size=224, patch_size=16)),
-            "SigLIP2 base NaFlex-256": ("siglip2", dict(base_text, vocab_size=256000),
-                                        dict(base_vision, num_patches=256, patch_size=16)),
+            "SigLIP2 base NaFlex-256": (
+                "siglip2",
+                dict(base_text, vocab_size=256000),
+                dict(base_vision, num_patches=256, patch_size=16),
+            ),
         }
     folders = {}
     for name, (family, text, vision) in specs.items():
@@ -187,8 +208,9 @@ def image_inputs(folder: Path, batch: int, dtype: torch.dtype) -> dict[str, torc
     images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(batch)]
     inputs = processor(images, return_tensors="pt")
     if "pixel_attention_mask" in inputs:  # NaFlex: as Siglip2Processor, 256 patches of 16
-        inputs = siglip.Siglip2ImageProcessor.from_pretrained(folder)(images, return_tensors="pt",
-                                                                      max_num_patches=256, patch_size=16)
+        inputs = siglip.Siglip2ImageProcessor.from_pretrained(folder)(
+            images, return_tensors="pt", max_num_patches=256, patch_size=16
+        )
     return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in inputs.items()}
 
 
@@ -209,20 +231,30 @@ def bench_towers(report: Report, name: str, folder: Path, ours, ref, dtype: torc
     for batch in [1, 4] if args.quick else [1, 8, 32]:
         inputs = image_inputs(folder, batch, dtype)
         with torch.inference_mode():
-            t_ours, t_ref = paired(lambda: ours.get_image_features(**inputs),  # noqa: B023 - called right here
-                                   lambda: ref.get_image_features(**inputs), args.repeats)  # noqa: B023
+            t_ours, t_ref = paired(
+                lambda: ours.get_image_features(**inputs),  # noqa: B023 - called right here
+                lambda: ref.get_image_features(**inputs),  # noqa: B023
+                args.repeats,
+            )
         note = ""
         if dtype == torch.bfloat16:
             share = batch / t_ours * gflops / args.ceilings["bfloat16"]
             note = f"{100 * share:.0f}% of bf16 ceiling x {gflops:.1f} GFLOP/img"
-        report.add(f"{name} image emb/s, {str(dtype)[6:]}, batch {batch}", f"{batch / t_ours:.2f}",
-                   f"{batch / t_ref:.2f}", t_ref / t_ours, note)
+        report.add(
+            f"{name} image emb/s, {str(dtype)[6:]}, batch {batch}",
+            f"{batch / t_ours:.2f}",
+            f"{batch / t_ref:.2f}",
+            t_ref / t_ours,
+            note,
+        )
     ids = torch.randint(0, 1000, (32, ours.config.text_config.max_position_embeddings))
     with torch.inference_mode():
-        t_ours, t_ref = paired(lambda: ours.get_text_features(input_ids=ids),
-                               lambda: ref.get_text_features(input_ids=ids), args.repeats)
-    report.add(f"{name} text emb/s, {str(dtype)[6:]}, batch 32", f"{32 / t_ours:.1f}", f"{32 / t_ref:.1f}",
-               t_ref / t_ours)
+        t_ours, t_ref = paired(
+            lambda: ours.get_text_features(input_ids=ids), lambda: ref.get_text_features(input_ids=ids), args.repeats
+        )
+    report.add(
+        f"{name} text emb/s, {str(dtype)[6:]}, batch 32", f"{32 / t_ours:.1f}", f"{32 / t_ref:.1f}", t_ref / t_ours
+    )
 
 
 def bench_fast_paths(report: Report, name: str, folder: Path, args) -> None:
@@ -241,11 +273,16 @@ def bench_fast_paths(report: Report, name: str, folder: Path, args) -> None:
         with torch.inference_mode():
             t_int8 = best_time(lambda: int8.get_image_features(**inputs), args.repeats)
             cos = torch.nn.functional.cosine_similarity(
-                torch.nn.functional.normalize(int8.get_image_features(**inputs), dim=-1), reference).min()
+                torch.nn.functional.normalize(int8.get_image_features(**inputs), dim=-1), reference
+            ).min()
         size = lambda m: sum(weight_bytes(t) for t in m.state_dict().values()) / 2**20  # noqa: E731
-        report.add(f"{name} int8 weights vs siglip fp32, batch {batch}", f"{batch / t_int8:.2f} img/s",
-                   f"{batch / t_fp32:.2f} img/s", t_fp32 / t_int8,
-                   f"weights {size(int8):.0f} vs {size(fp32):.0f} MiB, min cosine {cos:.4f}")
+        report.add(
+            f"{name} int8 weights vs siglip fp32, batch {batch}",
+            f"{batch / t_int8:.2f} img/s",
+            f"{batch / t_fp32:.2f} img/s",
+            t_fp32 / t_int8,
+            f"weights {size(int8):.0f} vs {size(fp32):.0f} MiB, min cosine {cos:.4f}",
+        )
     if args.compile:
         bf16 = siglip.AutoModel.from_pretrained(folder, dtype=torch.bfloat16)
         inputs16 = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in inputs.items()}
@@ -256,13 +293,18 @@ def bench_fast_paths(report: Report, name: str, folder: Path, args) -> None:
             compiled.get_image_features(**inputs16)
             compile_s = time.perf_counter() - start
             t_comp = best_time(lambda: compiled.get_image_features(**inputs16), args.repeats)
-            cos = torch.nn.functional.cosine_similarity(compiled.get_image_features(**inputs16).float(),
-                                                        fp32.get_image_features(**inputs)).min()
+            cos = torch.nn.functional.cosine_similarity(
+                compiled.get_image_features(**inputs16).float(), fp32.get_image_features(**inputs)
+            ).min()
         gflops = vision_gflops(bf16.config)
-        report.add(f"{name} torch.compile bf16 vs siglip eager bf16, batch {batch}", f"{batch / t_comp:.2f} img/s",
-                   f"{batch / t_eager:.2f} img/s", t_eager / t_comp,
-                   f"{100 * batch / t_comp * gflops / args.ceilings['bfloat16']:.0f}% of bf16 ceiling; "
-                   f"compile {compile_s:.0f}s; min cosine to fp32 {cos:.4f}")
+        report.add(
+            f"{name} torch.compile bf16 vs siglip eager bf16, batch {batch}",
+            f"{batch / t_comp:.2f} img/s",
+            f"{batch / t_eager:.2f} img/s",
+            t_eager / t_comp,
+            f"{100 * batch / t_comp * gflops / args.ceilings['bfloat16']:.0f}% of bf16 ceiling; "
+            f"compile {compile_s:.0f}s; min cosine to fp32 {cos:.4f}",
+        )
 
 
 def bench_zero_shot(report: Report, folder: Path, name: str, args) -> None:
@@ -278,8 +320,9 @@ def bench_zero_shot(report: Report, folder: Path, name: str, args) -> None:
             pipe(images[0], candidate_labels=["x"])
 
         def run_ours():
-            fresh = siglip.ZeroShotImageClassificationPipeline(ours.model, ours.tokenizer, ours.image_processor,
-                                                               batch_size=16)
+            fresh = siglip.ZeroShotImageClassificationPipeline(
+                ours.model, ours.tokenizer, ours.image_processor, batch_size=16
+            )
             return fresh(images, candidate_labels=labels)
 
         start = time.perf_counter()
@@ -288,11 +331,18 @@ def bench_zero_shot(report: Report, folder: Path, name: str, args) -> None:
         start = time.perf_counter()
         b = ref(images, candidate_labels=labels)
         t_ref = time.perf_counter() - start
-        worst = max(abs(x["score"] - y["score"]) for ra, rb in zip(a, b, strict=True)
-                    for x, y in zip(sorted(ra, key=lambda r: r["label"]), sorted(rb, key=lambda r: r["label"]),
-                                    strict=True))
-    report.add(f"{name} zero-shot job: {n} JPEG x {k} labels (s)", f"{t_ours:.1f}", f"{t_ref:.1f}", t_ref / t_ours,
-               f"max score difference {worst:.1e}")
+        worst = max(
+            abs(x["score"] - y["score"])
+            for ra, rb in zip(a, b, strict=True)
+            for x, y in zip(sorted(ra, key=lambda r: r["label"]), sorted(rb, key=lambda r: r["label"]), strict=True)
+        )
+    report.add(
+        f"{name} zero-shot job: {n} JPEG x {k} labels (s)",
+        f"{t_ours:.1f}",
+        f"{t_ref:.1f}",
+        t_ref / t_ours,
+        f"max score difference {worst:.1e}",
+    )
 
 
 def bench_cold_start(report: Report, folder: Path, name: str, args) -> None:
@@ -303,8 +353,13 @@ def bench_cold_start(report: Report, folder: Path, name: str, args) -> None:
             for lib in COLD_START:
                 times[lib].append(cold_start(lib, folder, image))
     t_ours, t_ref = min(times["siglip"]), min(times["transformers"])
-    report.add(f"{name} cold start: fresh process, 1 image (s)", f"{t_ours:.1f}", f"{t_ref:.1f}", t_ref / t_ours,
-               "import + load + preprocess + forward")
+    report.add(
+        f"{name} cold start: fresh process, 1 image (s)",
+        f"{t_ours:.1f}",
+        f"{t_ref:.1f}",
+        t_ref / t_ours,
+        "import + load + preprocess + forward",
+    )
 
 
 def bench_preprocessing(report: Report, args) -> None:
@@ -317,10 +372,16 @@ def bench_preprocessing(report: Report, args) -> None:
         a = ours(paths, return_tensors="pt")["pixel_values"]
         b = ref(paths, return_tensors="pt")["pixel_values"]
         same = torch.equal(a, b)
-        t_ours, t_ref = paired(lambda: ours(paths, return_tensors="pt"), lambda: ref(paths, return_tensors="pt"),
-                               args.repeats)
-    report.add(f"FixRes preprocessing, {n} JPEG 640x480 (img/s)", f"{n / t_ours:.0f}", f"{n / t_ref:.0f}",
-               t_ref / t_ours, "identical output" if same else "OUTPUT DIFFERS")
+        t_ours, t_ref = paired(
+            lambda: ours(paths, return_tensors="pt"), lambda: ref(paths, return_tensors="pt"), args.repeats
+        )
+    report.add(
+        f"FixRes preprocessing, {n} JPEG 640x480 (img/s)",
+        f"{n / t_ours:.0f}",
+        f"{n / t_ref:.0f}",
+        t_ref / t_ours,
+        "identical output" if same else "OUTPUT DIFFERS",
+    )
     if not same:
         raise SystemExit("preprocessing outputs differ from transformers")
 
@@ -329,8 +390,13 @@ def bench_loading(report: Report, folders: dict[str, Path]) -> None:
     for name, folder in folders.items():
         size = (folder / "model.safetensors").stat().st_size
         ours, ref = peak_rss_load("siglip", folder), peak_rss_load("transformers", folder)
-        report.add(f"{name} peak RSS while loading (x checkpoint)", f"{ours / size:.2f}", f"{ref / size:.2f}",
-                   ref / ours, f"checkpoint {size / 2**20:.0f} MiB")
+        report.add(
+            f"{name} peak RSS while loading (x checkpoint)",
+            f"{ours / size:.2f}",
+            f"{ref / size:.2f}",
+            ref / ours,
+            f"checkpoint {size / 2**20:.0f} MiB",
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,7 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     args.cold_repeats = args.cold_repeats or (1 if args.quick else 2)
     if args.quick:
         args.compile = False
-    workdir = Path(args.workdir or Path(tempfile.gettempdir()) / ("siglip-bench-quick" if args.quick else "siglip-bench"))
+    workdir = Path(
+        args.workdir or Path(tempfile.gettempdir()) / ("siglip-bench-quick" if args.quick else "siglip-bench")
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
 
@@ -356,8 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.disable_progress_bar()
     n = 256 if args.quick else 2048
     args.ceilings = {str(d)[6:]: matmul_ceiling(d, n, args.repeats + 1) for d in (torch.float32, torch.bfloat16)}
-    machine = (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-               f"transformers {transformers.__version__}, siglip {siglip.__version__}")
+    machine = (
+        f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"transformers {transformers.__version__}, siglip {siglip.__version__}"
+    )
     print(f"machine: {machine}")
     print(f"matmul ceilings: fp32 {args.ceilings['float32']:.0f} GFLOP/s, bf16 {args.ceilings['bfloat16']:.0f} GFLOP/s")
     report = Report()
@@ -370,11 +440,13 @@ def main(argv: list[str] | None = None) -> int:
     bench_loading(report, folders)
 
     command = "python benchmarks/run.py" + (" --quick" if args.quick else "")
-    text = (f"# Benchmarks: siglip vs transformers, same machine, same run\n\nCommand: `{command}`\n\n"
-            f"Machine: {machine}\n\nMatmul ceilings: fp32 {args.ceilings['float32']:.0f} GFLOP/s, "
-            f"bf16 {args.ceilings['bfloat16']:.0f} GFLOP/s ({n}x{n} GEMM, best of {args.repeats + 1}).\n\n"
-            f"Ratios are transformers time / siglip time (higher is better for siglip), except peak RSS where it is "
-            f"transformers / siglip memory. Best of {args.repeats} interleaved repeats.\n\n{report.markdown()}\n")
+    text = (
+        f"# Benchmarks: siglip vs transformers, same machine, same run\n\nCommand: `{command}`\n\n"
+        f"Machine: {machine}\n\nMatmul ceilings: fp32 {args.ceilings['float32']:.0f} GFLOP/s, "
+        f"bf16 {args.ceilings['bfloat16']:.0f} GFLOP/s ({n}x{n} GEMM, best of {args.repeats + 1}).\n\n"
+        f"Ratios are transformers time / siglip time (higher is better for siglip), except peak RSS where it is "
+        f"transformers / siglip memory. Best of {args.repeats} interleaved repeats.\n\n{report.markdown()}\n"
+    )
     if args.out != "-":
         Path(args.out).write_text(text, encoding="utf-8")
         print(f"wrote {args.out}")

@@ -97,7 +97,10 @@ def main() -> int:
         "--assets", type=Path, default=ASSETS, help="where demo/ and examples/ go (default: the package)"
     )
     parser.add_argument(
-        "--num-train", type=int, default=100000, help="training images (20000 overfits: 97%% top-1 on them, 92%% on fresh ones)"
+        "--num-train",
+        type=int,
+        default=100000,
+        help="training images (20000 overfits: 97%% top-1 on them, 92%% on fresh ones)",
     )
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -181,9 +184,11 @@ def main() -> int:
 
 def write_model_card(folder: Path, results: dict, args: argparse.Namespace) -> None:
     held = ", ".join(shapes.label(c, s) for c, s in shapes.HELD_OUT_PAIRS)
+    size = f"{args.vision_layers}+{args.text_layers} layers, width {args.width}, {IMAGE_SIZE} px images"
+    seen, held_out = results["zero_shot_top1_seen_pairs"], results["zero_shot_top1_held_out_pairs"]
     text = f"""# siglip-demo
 
-A tiny SigLIP ({args.vision_layers}+{args.text_layers} layers, width {args.width}, {IMAGE_SIZE} px images, patch {args.patch_size},
+A tiny SigLIP ({size}, patch {args.patch_size},
 {TEXT_LENGTH}-token texts) trained from scratch by `scripts/train_demo.py` on {args.num_train} synthetic images of
 one coloured shape each (6 colours x 5 shapes, varying size, position and background) with captions such as
 "a small blue triangle on the left". Its SentencePiece tokenizer was trained on those captions. It knows nothing
@@ -193,8 +198,8 @@ Zero-shot top-1 over the 30 labels "red circle" ... "purple cross" with the temp
 
 | images | top-1 |
 |---|---|
-| {results["eval_images"]} fresh images of the 25 training colour-shape pairs | {results["zero_shot_top1_seen_pairs"]:.1%} |
-| {results["eval_images"]} images of the 5 pairs never seen in training ({held}) | {results["zero_shot_top1_held_out_pairs"]:.1%} |
+| {results["eval_images"]} fresh images of the 25 training colour-shape pairs | {seen:.1%} |
+| {results["eval_images"]} images of the 5 pairs never seen in training ({held}) | {held_out:.1%} |
 
 Training: {results["steps"]} steps of batch {results["batch_size"]} ({results["training_s"]:.0f} s on
 {results["cpu_threads"]} CPU threads). Loadable by siglip (`--model siglip-demo`) and by transformers.

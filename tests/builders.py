@@ -39,8 +39,14 @@ def corpus(n: int = 2500, seed: int = 0) -> list[str]:
 
 
 def special_token(content: str, strip: bool) -> dict:
-    return {"content": content, "lstrip": strip, "normalized": False, "rstrip": strip, "single_word": False,
-            "special": True}
+    return {
+        "content": content,
+        "lstrip": strip,
+        "normalized": False,
+        "rstrip": strip,
+        "single_word": False,
+        "special": True,
+    }
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -52,9 +58,22 @@ def train_sentencepiece(lines: list[str], **options) -> bytes:
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, vocab_size=700, model_type="unigram",
-        pad_id=0, pad_piece="<pad>", eos_id=1, eos_piece="</s>", unk_id=2, unk_piece="<unk>", bos_id=-1,
-        character_coverage=1.0, hard_vocab_limit=False, minloglevel=2, num_threads=1, **options,
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        vocab_size=700,
+        model_type="unigram",
+        pad_id=0,
+        pad_piece="<pad>",
+        eos_id=1,
+        eos_piece="</s>",
+        unk_id=2,
+        unk_piece="<unk>",
+        bos_id=-1,
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        minloglevel=2,
+        num_threads=1,
+        **options,
     )
     return model.getvalue()
 
@@ -62,16 +81,31 @@ def train_sentencepiece(lines: list[str], **options) -> bytes:
 def write_siglip_tokenizer(folder: Path, lines: list[str], model_bytes: bytes | None = None) -> None:
     folder.mkdir(parents=True)
     (folder / "spiece.model").write_bytes(model_bytes or train_sentencepiece(lines))
-    write_json(folder / "tokenizer_config.json", {
-        "added_tokens_decoder": {"1": special_token("</s>", True), "2": special_token("<unk>", True)},
-        "additional_special_tokens": [], "clean_up_tokenization_spaces": True, "do_lower_case": True,
-        "eos_token": "</s>", "model_input_names": ["input_ids"], "model_max_length": 64, "pad_token": "</s>",
-        "processor_class": "SiglipProcessor", "sp_model_kwargs": {}, "tokenizer_class": "SiglipTokenizer",
-        "unk_token": "<unk>",
-    })
-    write_json(folder / "special_tokens_map.json", {
-        "eos_token": special_token("</s>", True), "pad_token": special_token("</s>", True), "unk_token": special_token("<unk>", True),
-    })
+    write_json(
+        folder / "tokenizer_config.json",
+        {
+            "added_tokens_decoder": {"1": special_token("</s>", True), "2": special_token("<unk>", True)},
+            "additional_special_tokens": [],
+            "clean_up_tokenization_spaces": True,
+            "do_lower_case": True,
+            "eos_token": "</s>",
+            "model_input_names": ["input_ids"],
+            "model_max_length": 64,
+            "pad_token": "</s>",
+            "processor_class": "SiglipProcessor",
+            "sp_model_kwargs": {},
+            "tokenizer_class": "SiglipTokenizer",
+            "unk_token": "<unk>",
+        },
+    )
+    write_json(
+        folder / "special_tokens_map.json",
+        {
+            "eos_token": special_token("</s>", True),
+            "pad_token": special_token("</s>", True),
+            "unk_token": special_token("<unk>", True),
+        },
+    )
     write_json(folder / "config.json", {"model_type": "siglip"})
 
 
@@ -96,17 +130,27 @@ def gemma_tokenizer_json(lines: list[str]) -> dict:
 def write_gemma_tokenizer(folder: Path, tokenizer_json: dict, model_type: str) -> None:
     folder.mkdir(parents=True)
     write_json(folder / "tokenizer.json", tokenizer_json)
-    write_json(folder / "tokenizer_config.json", {
-        "add_bos_token": False, "add_eos_token": True,
-        "added_tokens_decoder": {str(i): special_token(c, False) for i, c in enumerate(GEMMA_SPECIALS)},
-        "bos_token": "<bos>", "clean_up_tokenization_spaces": False, "do_lower_case": True, "eos_token": "<eos>",
-        "mask_token": "<mask>", "model_input_names": ["input_ids"], "model_max_length": 64, "pad_token": "<pad>",
-        "padding_side": "right", "processor_class": "SiglipProcessor", "tokenizer_class": "GemmaTokenizer",
-        "unk_token": "<unk>",
-    })
+    write_json(
+        folder / "tokenizer_config.json",
+        {
+            "add_bos_token": False,
+            "add_eos_token": True,
+            "added_tokens_decoder": {str(i): special_token(c, False) for i, c in enumerate(GEMMA_SPECIALS)},
+            "bos_token": "<bos>",
+            "clean_up_tokenization_spaces": False,
+            "do_lower_case": True,
+            "eos_token": "<eos>",
+            "mask_token": "<mask>",
+            "model_input_names": ["input_ids"],
+            "model_max_length": 64,
+            "pad_token": "<pad>",
+            "padding_side": "right",
+            "processor_class": "SiglipProcessor",
+            "tokenizer_class": "GemmaTokenizer",
+            "unk_token": "<unk>",
+        },
+    )
     write_json(folder / "config.json", {"model_type": model_type})
-
-
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -124,15 +168,30 @@ def _cached(name: str, build):
 
 def _preprocessor_config(family: str, image_size: int, patch_size: int, max_num_patches: int) -> dict:
     common = {
-        "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5],
-        "image_std": [0.5, 0.5, 0.5], "rescale_factor": 0.00392156862745098,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "rescale_factor": 0.00392156862745098,
     }
     if family == "siglip2":
-        return {**common, "do_convert_rgb": None, "image_processor_type": "Siglip2ImageProcessorFast",
-                "max_num_patches": max_num_patches, "patch_size": patch_size, "processor_class": "Siglip2Processor",
-                "resample": 2}
-    return {**common, "image_processor_type": "SiglipImageProcessor", "processor_class": "SiglipProcessor",
-            "resample": 3 if family == "siglip" else 2, "size": {"height": image_size, "width": image_size}}
+        return {
+            **common,
+            "do_convert_rgb": None,
+            "image_processor_type": "Siglip2ImageProcessorFast",
+            "max_num_patches": max_num_patches,
+            "patch_size": patch_size,
+            "processor_class": "Siglip2Processor",
+            "resample": 2,
+        }
+    return {
+        **common,
+        "image_processor_type": "SiglipImageProcessor",
+        "processor_class": "SiglipProcessor",
+        "resample": 3 if family == "siglip" else 2,
+        "size": {"height": image_size, "width": image_size},
+    }
 
 
 def write_checkpoint(
@@ -176,16 +235,37 @@ def write_checkpoint(
     for file in tmp.iterdir():
         file.unlink()
     tmp.rmdir()
-    text = {"vocab_size": 1000, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "max_position_embeddings": 64, **(text or {})}
+    text = {
+        "vocab_size": 1000,
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 64,
+        **(text or {}),
+    }
     torch.manual_seed(seed)
     if family == "siglip2":
-        vision = {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2,
-                  "patch_size": patch_size, "num_patches": 16, **(vision or {})}
+        vision = {
+            "hidden_size": 32,
+            "intermediate_size": 48,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "patch_size": patch_size,
+            "num_patches": 16,
+            **(vision or {}),
+        }
         model = transformers.Siglip2Model(transformers.Siglip2Config(text_config=text, vision_config=vision))
     else:
-        vision = {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2,
-                  "patch_size": patch_size, "image_size": image_size, **(vision or {})}
+        vision = {
+            "hidden_size": 32,
+            "intermediate_size": 48,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "patch_size": patch_size,
+            "image_size": image_size,
+            **(vision or {}),
+        }
         model = transformers.SiglipModel(transformers.SiglipConfig(text_config=text, vision_config=vision))
     with torch.no_grad():
         model.logit_scale.fill_(2.0)
@@ -194,7 +274,9 @@ def write_checkpoint(
             if name.endswith("bias") and p.dim() == 1 and p.numel() > 1:
                 p.normal_(0.0, 0.2)
     model.eval().save_pretrained(folder)
-    write_json(folder / "preprocessor_config.json", _preprocessor_config(family, image_size, patch_size, max_num_patches))
+    write_json(
+        folder / "preprocessor_config.json", _preprocessor_config(family, image_size, patch_size, max_num_patches)
+    )
     return folder
 
 

@@ -31,11 +31,21 @@ def _quiet_transformers() -> None:
 # Small configs with the awkward cases the issue lists: head counts that are not powers of two,
 # projection_size != hidden_size, image_size not a multiple of patch_size, text shorter than the position table.
 TINY_TEXT = dict(
-    vocab_size=103, hidden_size=36, intermediate_size=50, num_hidden_layers=2, num_attention_heads=3,
-    max_position_embeddings=16, projection_size=48,
+    vocab_size=103,
+    hidden_size=36,
+    intermediate_size=50,
+    num_hidden_layers=2,
+    num_attention_heads=3,
+    max_position_embeddings=16,
+    projection_size=48,
 )
 TINY_VISION = dict(
-    hidden_size=48, intermediate_size=70, num_hidden_layers=2, num_attention_heads=3, image_size=30, patch_size=8,
+    hidden_size=48,
+    intermediate_size=70,
+    num_hidden_layers=2,
+    num_attention_heads=3,
+    image_size=30,
+    patch_size=8,
 )
 
 

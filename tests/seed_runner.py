@@ -41,7 +41,9 @@ def redirect_urls(base: str) -> None:
         import requests
 
         original_request = requests.Session.request
-        requests.Session.request = lambda self, method, url, *a, **k: original_request(self, method, local(url), *a, **k)
+        requests.Session.request = lambda self, method, url, *a, **k: original_request(
+            self, method, local(url), *a, **k
+        )
     except ImportError:
         pass
     # transformers' load_image calls huggingface_hub.utils.httpx.get (an httpx-compatible module)
@@ -70,12 +72,20 @@ def fingerprint(value, depth: int = 0):
     if depth > 3:
         return None
     if isinstance(value, torch.Tensor):
-        return ("tensor", str(value.dtype).replace("torch.", ""), value.detach().float().cpu().numpy().astype(np.float64))
+        return (
+            "tensor",
+            str(value.dtype).replace("torch.", ""),
+            value.detach().float().cpu().numpy().astype(np.float64),
+        )
     if isinstance(value, torch.nn.Module):
         return ("module", type(value).__name__, sorted((k, tuple(v.shape)) for k, v in value.state_dict().items()))
     if hasattr(value, "to_dict") and hasattr(value, "model_type"):
         data = value.to_dict()
-        return ("config", type(value).__name__, {k: v for k, v in data.items() if isinstance(v, (int, float, str, bool))})
+        return (
+            "config",
+            type(value).__name__,
+            {k: v for k, v in data.items() if isinstance(v, (int, float, str, bool))},
+        )
     if hasattr(value, "keys") and hasattr(value, "__getitem__") and not isinstance(value, dict):
         return ("mapping", {k: fingerprint(value[k], depth + 1) for k in value.keys()})
     if isinstance(value, dict):
@@ -98,7 +108,9 @@ def run_sample(code: str, namespace: dict) -> tuple[str, list, str | None]:
             for node in tree.body:
                 if isinstance(node, ast.Expr):
                     value = eval(compile(ast.Expression(node.value), "<sample>", "eval"), namespace)
-                    if value is not None and not (isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "print"):
+                    if value is not None and not (
+                        isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "print"
+                    ):
                         displayed.append(fingerprint(value))
                 else:
                     exec(compile(ast.Module([node], []), "<sample>", "exec"), namespace)
@@ -116,18 +128,23 @@ def main() -> None:
     for sample in samples:
         code = sample["code"]
         if library == "siglip":
-            code = code.replace("from transformers.", "from siglip.").replace("from transformers import", "from siglip import")
+            code = code.replace("from transformers.", "from siglip.").replace(
+                "from transformers import", "from siglip import"
+            )
         namespace = {"__name__": "__sample__"}
         exec(sample.get("prelude", ""), namespace)
         printed, displayed, error = run_sample(code, namespace)
         created = {
             name: fingerprint(value)
             for name, value in namespace.items()
-            if not name.startswith("_") and name not in ("torch", "requests", "Image") and not callable(value)
+            if not name.startswith("_")
+            and name not in ("torch", "requests", "Image")
+            and not callable(value)
             or name in ("model",)
         }
-        results.append({"name": sample["name"], "printed": printed, "displayed": displayed, "error": error,
-                        "created": created})
+        results.append(
+            {"name": sample["name"], "printed": printed, "displayed": displayed, "error": error, "created": created}
+        )
         print(f"[{library}] {sample['name']}: {'error ' + error if error else 'ok'}", file=sys.stderr)
     with open(out_file, "wb") as f:
         pickle.dump(results, f)

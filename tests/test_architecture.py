@@ -162,3 +162,16 @@ def test_a_pipeline_resolves_once_and_parses_each_file_once(monkeypatch, tmp_pat
     assert resolves == [str(folder)]
     assert sorted(reads) == sorted(set(reads)) and {"config.json", "tokenizer_config.json"} <= set(reads)
     assert pipe.model.name_or_path == str(folder)
+
+
+def test_lint_and_format_are_clean():
+    """``ruff check`` and ``ruff format --check`` at line length 120 (pyproject.toml), over the whole tree."""
+    root = PACKAGE.parents[1]
+    for command in (["check"], ["format", "--check"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, "src", "tests", "benchmarks", "scripts"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]

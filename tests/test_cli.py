@@ -138,8 +138,23 @@ def test_embed_then_search_finds_the_image_itself(model_dir, tmp_path, capsys):
     images = make_images(tmp_path / "imgs", 10)
     bad = add_bad_files(tmp_path / "imgs")
     out = tmp_path / "store"
-    code, _, err = run(["embed", tmp_path / "imgs", "--output", out, "--model", model_dir, "--num-workers", "1",
-                        "--batch-size", "4", "--shard-size", "3"], capsys)
+    code, _, err = run(
+        [
+            "embed",
+            tmp_path / "imgs",
+            "--output",
+            out,
+            "--model",
+            model_dir,
+            "--num-workers",
+            "1",
+            "--batch-size",
+            "4",
+            "--shard-size",
+            "3",
+        ],
+        capsys,
+    )
     assert code == 0, err
     store = EmbeddingStore(out)
     rows, matrix = store.load()
@@ -258,7 +273,9 @@ def test_commands_pass_the_tokenizer_attention_mask(tmp_path, capsys):
     code, stdout, _ = run(["classify", image, "--labels", *LABELS, "--model", folder, "--format", "json", "-q"], capsys)
     assert code == 0
     ours = json.loads(stdout)[0]["scores"]
-    ref = transformers.pipeline("zero-shot-image-classification", model=str(folder))(str(image), candidate_labels=LABELS)
+    ref = transformers.pipeline("zero-shot-image-classification", model=str(folder))(
+        str(image), candidate_labels=LABELS
+    )
     assert [r["label"] for r in ours] == [r["label"] for r in ref]
     for a, b in zip(ours, ref, strict=True):
         assert abs(a["score"] - b["score"]) <= 1e-5

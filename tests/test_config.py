@@ -11,9 +11,7 @@ import siglip
 from siglip.auto import CONFIG_CLASSES
 
 
-@pytest.mark.parametrize(
-    "name", ["SiglipTextConfig", "SiglipVisionConfig", "Siglip2TextConfig", "Siglip2VisionConfig"]
-)
+@pytest.mark.parametrize("name", ["SiglipTextConfig", "SiglipVisionConfig", "Siglip2TextConfig", "Siglip2VisionConfig"])
 def test_tower_defaults_match_transformers(name):
     ours = getattr(siglip, name)().to_dict()
     ref = getattr(transformers, name)().to_dict()

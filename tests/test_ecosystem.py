@@ -183,7 +183,9 @@ def test_forward_hooks_fire_on_every_linear_as_in_transformers(folders, family, 
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.Linear):
                 calls[name] = 0
-                module.register_forward_hook(lambda m, i, o, name=name, calls=calls: calls.__setitem__(name, calls[name] + 1))
+                module.register_forward_hook(
+                    lambda m, i, o, name=name, calls=calls: calls.__setitem__(name, calls[name] + 1)
+                )
         with torch.set_grad_enabled(grad):
             model(**_inputs(family))
         counts.append(calls)
@@ -224,8 +226,13 @@ def test_loading_options_as_transformers(folders):
     assert siglip.SiglipModel.from_pretrained(folder, torch_dtype="float16").dtype == torch.float16
     with pytest.raises(ValueError, match="disagree"):
         siglip.AutoModel.from_pretrained(folder, dtype=torch.float32, torch_dtype=torch.bfloat16)
-    for option, value in [("max_memory", {"cpu": "1GB"}), ("offload_folder", "off"), ("ignore_mismatched_sizes", True),
-                          ("load_in_8bit", True), ("variant", "fp16")]:
+    for option, value in [
+        ("max_memory", {"cpu": "1GB"}),
+        ("offload_folder", "off"),
+        ("ignore_mismatched_sizes", True),
+        ("load_in_8bit", True),
+        ("variant", "fp16"),
+    ]:
         with pytest.raises(ValueError, match=f"{option}: "):
             siglip.AutoModel.from_pretrained(folder, **{option: value})
     config = siglip.AutoConfig.from_pretrained(folder)
@@ -300,16 +307,34 @@ def test_trainer_trains_as_transformers_and_its_checkpoints_reload(folders, fami
     losses, models = [], []
     for library in (siglip, transformers):
         torch.manual_seed(0)  # the fresh classifier head: the same draws in both libraries
-        model = getattr(library, cls).from_pretrained(folders[family], num_labels=2) if task != "contrastive" else \
-            getattr(library, cls).from_pretrained(folders[family])
+        model = (
+            getattr(library, cls).from_pretrained(folders[family], num_labels=2)
+            if task != "contrastive"
+            else getattr(library, cls).from_pretrained(folders[family])
+        )
         args = transformers.TrainingArguments(
-            output_dir=str(tmp_path / library.__name__), per_device_train_batch_size=2, max_steps=4, save_steps=2,
-            learning_rate=1e-3, logging_steps=1, report_to=[], gradient_checkpointing=True, use_cpu=True,
-            dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True, seed=0,
+            output_dir=str(tmp_path / library.__name__),
+            per_device_train_batch_size=2,
+            max_steps=4,
+            save_steps=2,
+            learning_rate=1e-3,
+            logging_steps=1,
+            report_to=[],
+            gradient_checkpointing=True,
+            use_cpu=True,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+            disable_tqdm=True,
+            seed=0,
         )
         callbacks = [siglip.SaveConfigCallback()] if library is siglip else None
-        trainer = transformers.Trainer(model=model, args=args, train_dataset=_Rows(_trainer_rows(family, task)),
-                                       data_collator=functools.partial(_collate, task), callbacks=callbacks)
+        trainer = transformers.Trainer(
+            model=model,
+            args=args,
+            train_dataset=_Rows(_trainer_rows(family, task)),
+            data_collator=functools.partial(_collate, task),
+            callbacks=callbacks,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trainer.train()
@@ -396,8 +421,11 @@ def _dynamic_shapes(name: str) -> dict:
     if name == "fixres_vision":
         return {"pixel_values": {0: batch}}
     patches = torch.export.Dim("patches", min=2, max=4096)
-    return {"pixel_values": {0: batch, 1: patches}, "pixel_attention_mask": {0: batch, 1: patches},
-            "spatial_shapes": {0: batch}}
+    return {
+        "pixel_values": {0: batch, 1: patches},
+        "pixel_attention_mask": {0: batch, 1: patches},
+        "spatial_shapes": {0: batch},
+    }
 
 
 def _other_inputs(name: str) -> dict[str, torch.Tensor]:
@@ -413,8 +441,11 @@ def _other_inputs(name: str) -> dict[str, torch.Tensor]:
     mask = torch.zeros(3, 300, dtype=torch.int32)
     for i, (h, w) in enumerate(shapes):
         mask[i, : h * w] = 1
-    return {"pixel_values": torch.randn(3, 300, 768), "pixel_attention_mask": mask,
-            "spatial_shapes": torch.tensor(shapes)}
+    return {
+        "pixel_values": torch.randn(3, 300, 768),
+        "pixel_attention_mask": mask,
+        "spatial_shapes": torch.tensor(shapes),
+    }
 
 
 @pytest.mark.slow
@@ -440,8 +471,9 @@ def test_onnx_dynamo_export_runs_in_onnxruntime(folders, tmp_path):
         path = tmp_path / f"{name}.onnx"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (), str(path), kwargs=inputs, dynamic_shapes=_dynamic_shapes(name), dynamo=True,
-                              verbose=False)
+            torch.onnx.export(
+                module, (), str(path), kwargs=inputs, dynamic_shapes=_dynamic_shapes(name), dynamo=True, verbose=False
+            )
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         assert [i.name for i in session.get_inputs()] == list(inputs)  # attention_mask stays an input
         other = _other_inputs(name)
@@ -459,9 +491,15 @@ def test_legacy_onnx_export_keeps_the_text_mask(folders, tmp_path):
     path = tmp_path / "text.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (inputs["input_ids"], inputs["attention_mask"]), str(path), dynamo=False,
-                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state", "pooler"],
-                          dynamic_axes={"input_ids": {0: "b"}, "attention_mask": {0: "b"}})
+        torch.onnx.export(
+            module,
+            (inputs["input_ids"], inputs["attention_mask"]),
+            str(path),
+            dynamo=False,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["last_hidden_state", "pooler"],
+            dynamic_axes={"input_ids": {0: "b"}, "attention_mask": {0: "b"}},
+        )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
     other = _other_inputs("text")

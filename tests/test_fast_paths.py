@@ -20,9 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return write_checkpoint(tmp_path_factory.mktemp("fast") / "m", "siglip", seed=2,
-                            text={"hidden_size": 64, "num_attention_heads": 4},
-                            vision={"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4})
+    return write_checkpoint(
+        tmp_path_factory.mktemp("fast") / "m",
+        "siglip",
+        seed=2,
+        text={"hidden_size": 64, "num_attention_heads": 4},
+        vision={"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4},
+    )
 
 
 def _inputs(seed=0):
@@ -109,22 +113,40 @@ def test_bitsandbytes_4bit_on_cuda(folder):
 
 def test_benchmark_command_runs_on_tiny_models(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path / "r.md"),
-         "--workdir", str(tmp_path / "work")],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--quick",
+            "--out",
+            str(tmp_path / "r.md"),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "r.md").read_text()
-    for row in ("image emb/s, float32, batch 1", "image emb/s, bfloat16, batch 4", "text emb/s", "zero-shot job",
-                "cold start", "preprocessing", "peak RSS while loading", "int8 weights"):
+    for row in (
+        "image emb/s, float32, batch 1",
+        "image emb/s, bfloat16, batch 4",
+        "text emb/s",
+        "zero-shot job",
+        "cold start",
+        "preprocessing",
+        "peak RSS while loading",
+        "int8 weights",
+    ):
         assert row in report, row
     assert "identical output" in report
 
 
 def test_parity_report_runs_and_stays_within_the_bounds():
     """benchmarks/parity.py (the numbers quoted in reports) runs, covers 8 cases, and each is within the bounds."""
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "parity.py")], capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "parity.py")], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split() for line in result.stdout.splitlines() if " outputs " in line]
     assert len(rows) == 8

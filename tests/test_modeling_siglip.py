@@ -215,7 +215,9 @@ def test_classifier_from_base_checkpoint_gets_a_fresh_head(joint, caplog):
     assert ours.classifier.weight.shape == (3, 48) and ours.classifier.weight.device.type == "cpu"
     assert "classifier.bias, classifier.weight not in the checkpoint" in caplog.text
     # the vision tower itself is the checkpoint's
-    assert torch.equal(ours.vision_model.embeddings.patch_embedding.weight, ref.vision_model.embeddings.patch_embedding.weight)
+    assert torch.equal(
+        ours.vision_model.embeddings.patch_embedding.weight, ref.vision_model.embeddings.patch_embedding.weight
+    )
 
 
 def test_siglip_saves_transformers_loads(joint, tmp_path):
@@ -227,7 +229,10 @@ def test_siglip_saves_transformers_loads(joint, tmp_path):
     assert type(back).__name__ == "SiglipModel"
     ids, pixels = _inputs(ours.config, seed=9)
     with torch.no_grad():
-        assert_close(back(input_ids=ids, pixel_values=pixels).logits_per_image, ours(input_ids=ids, pixel_values=pixels).logits_per_image)
+        assert_close(
+            back(input_ids=ids, pixel_values=pixels).logits_per_image,
+            ours(input_ids=ids, pixel_values=pixels).logits_per_image,
+        )
 
 
 def test_bf16_agrees_within_2e2(joint):

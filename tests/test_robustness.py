@@ -57,8 +57,10 @@ MATRIX = [
     ("text file named .jpg", "test_bad_file_is_a_clear_error"),
     ("decompression bomb (PNG declaring 100000x100000)", "test_bad_file_is_a_clear_error"),
     ("0-pixel dimension (file)", "test_bad_file_is_a_clear_error"),
-    ("the same, file by file, for load_image and the processors",
-     "test_image_processing.py::test_bad_files_raise_a_clear_error"),
+    (
+        "the same, file by file, for load_image and the processors",
+        "test_image_processing.py::test_bad_files_raise_a_clear_error",
+    ),
     ("0-pixel dimension (PIL image, array)", "test_image_processing.py::test_zero_sized_images_are_rejected"),
     ("named pipe, broken link, non-UTF-8 file name", "test_batch_jobs_skip_and_report_every_bad_file"),
     ("every bad file inside a batch job", "test_batch_jobs_skip_and_report_every_bad_file"),
@@ -66,8 +68,10 @@ MATRIX = [
     ("animated GIF: the first frame", "test_animated_gif_uses_the_first_frame"),
     ("CMYK JPEG", "test_cmyk_jpeg_is_converted_to_the_right_colours"),
     ("EXIF-rotated JPEG: paths, PIL objects", "test_exif_orientation_paths_pil_objects_and_the_pipeline"),
-    ("EXIF-rotated JPEG: processors against transformers",
-     "test_image_processing.py::test_exif_orientation_is_applied_like_transformers"),
+    (
+        "EXIF-rotated JPEG: processors against transformers",
+        "test_image_processing.py::test_exif_orientation_is_applied_like_transformers",
+    ),
     ("alpha: paths, PIL objects", "test_alpha_paths_pil_objects_and_the_pipeline"),
     ("every PIL mode", "test_image_processing.py::test_every_pil_mode"),
     # text and labels
@@ -95,8 +99,10 @@ MATRIX = [
     (".bin only with weights_only=True; no pickle ever runs", "test_pickles_never_run"),
     ("no remote code (trust_remote_code ignored, modeling_*.py never imported)", "test_no_remote_code"),
     # properties
-    ("any unicode text: ids in the vocabulary, within the length limit",
-     "test_tokenization.py::test_any_text_tokenizes_within_limits_like_transformers"),
+    (
+        "any unicode text: ids in the vocabulary, within the length limit",
+        "test_tokenization.py::test_any_text_tokenizes_within_limits_like_transformers",
+    ),
     ("any unicode text at the model length; decoding any ids never crashes", "test_any_text_and_any_ids"),
     ("NaFlex size search for any H, W, patch size, budget", "test_image_processing.py::test_size_search_properties"),
     ("processors accept 1x1 to 8000x8000", "test_image_processing.py::test_any_size_up_to_8000_is_accepted"),
@@ -474,7 +480,10 @@ def _truncate(path: Path, keep: float = 0.5) -> None:
 CHECKPOINT_DAMAGE = {
     "missing config.json": ("siglip", lambda f, _: (f / "config.json").unlink(), r"/ckpt has no config\.json"),
     "truncated model.safetensors": (
-        "siglip", lambda f, _: _truncate(f / "model.safetensors"), r"/ckpt/model\.safetensors is truncated"),
+        "siglip",
+        lambda f, _: _truncate(f / "model.safetensors"),
+        r"/ckpt/model\.safetensors is truncated",
+    ),
     "wrong shapes": (
         "siglip",
         lambda f, _: _rewrite(f / "model.safetensors", lambda s: s.update({"text_model.head.bias": torch.zeros(7)})),
@@ -482,7 +491,10 @@ CHECKPOINT_DAMAGE = {
         r"checkpoint \[7\] vs model \[32\]",
     ),
     "config of another family": (
-        "siglip", lambda f, _: _edit_json(f / "config.json", model_type="clip"), "model_type='clip'"),
+        "siglip",
+        lambda f, _: _edit_json(f / "config.json", model_type="clip"),
+        "model_type='clip'",
+    ),
     "SigLIP2 config with SigLIP weights": (
         "siglip2",
         lambda f, all_: shutil.copy(all_["siglip"] / "model.safetensors", f / "model.safetensors"),
@@ -490,18 +502,30 @@ CHECKPOINT_DAMAGE = {
         r"checkpoint \[32, 3, 8, 8\] vs model \[32, 768\]",
     ),
     "truncated spiece.model": (
-        "siglip", lambda f, _: _truncate(f / "spiece.model"), r"/ckpt/spiece\.model is not a readable SentencePiece"),
+        "siglip",
+        lambda f, _: _truncate(f / "spiece.model"),
+        r"/ckpt/spiece\.model is not a readable SentencePiece",
+    ),
     "truncated tokenizer.json": (
-        "siglip2", lambda f, _: _truncate(f / "tokenizer.json"), r"/ckpt/tokenizer\.json \(tokenizer\.json\) could"),
+        "siglip2",
+        lambda f, _: _truncate(f / "tokenizer.json"),
+        r"/ckpt/tokenizer\.json \(tokenizer\.json\) could",
+    ),
     "bad tokenizer_config.json value": (
-        "siglip", lambda f, _: _edit_json(f / "tokenizer_config.json", model_max_length="sixty-four"),
-        r"/ckpt/tokenizer_config\.json: 'model_max_length' must be a number, got 'sixty-four'"),
+        "siglip",
+        lambda f, _: _edit_json(f / "tokenizer_config.json", model_max_length="sixty-four"),
+        r"/ckpt/tokenizer_config\.json: 'model_max_length' must be a number, got 'sixty-four'",
+    ),
     "binary tokenizer_config.json": (
-        "siglip2", lambda f, _: (f / "tokenizer_config.json").write_bytes(b"\x89PNG\x00\xff"),
-        r"/ckpt/tokenizer_config\.json \(tokenizer config\) could not be read as JSON"),
+        "siglip2",
+        lambda f, _: (f / "tokenizer_config.json").write_bytes(b"\x89PNG\x00\xff"),
+        r"/ckpt/tokenizer_config\.json \(tokenizer config\) could not be read as JSON",
+    ),
     "truncated preprocessor_config.json": (
-        "siglip", lambda f, _: _truncate(f / "preprocessor_config.json"),
-        r"/ckpt/preprocessor_config\.json is not valid JSON"),
+        "siglip",
+        lambda f, _: _truncate(f / "preprocessor_config.json"),
+        r"/ckpt/preprocessor_config\.json is not valid JSON",
+    ),
 }
 
 
@@ -567,8 +591,11 @@ def test_no_remote_code(folders, tmp_path):
     for name in ("config.json", "tokenizer_config.json", "preprocessor_config.json"):
         _edit_json(folder / name, auto_map=auto_map)
     loaders = [
-        siglip.AutoConfig.from_pretrained, siglip.AutoModel.from_pretrained, siglip.SiglipModel.from_pretrained,
-        siglip.AutoTokenizer.from_pretrained, siglip.AutoImageProcessor.from_pretrained,
+        siglip.AutoConfig.from_pretrained,
+        siglip.AutoModel.from_pretrained,
+        siglip.SiglipModel.from_pretrained,
+        siglip.AutoTokenizer.from_pretrained,
+        siglip.AutoImageProcessor.from_pretrained,
         siglip.AutoProcessor.from_pretrained,
         lambda path, **kwargs: siglip.pipeline("zero-shot-image-classification", model=path, **kwargs),
     ]
@@ -616,8 +643,22 @@ def make_images(folder: Path, n: int, start: int = 0) -> None:
 
 
 def embed(folder: Path, out: Path, model: Path, *extra: str) -> list[str]:
-    return ["embed", str(folder), "--output", str(out), "--model", str(model), "--num-workers", "0",
-            "--batch-size", "2", "--shard-size", "2", "--quiet", *extra]
+    return [
+        "embed",
+        str(folder),
+        "--output",
+        str(out),
+        "--model",
+        str(model),
+        "--num-workers",
+        "0",
+        "--batch-size",
+        "2",
+        "--shard-size",
+        "2",
+        "--quiet",
+        *extra,
+    ]
 
 
 def shard_files(out: Path) -> dict[str, bytes]:
@@ -665,8 +706,12 @@ def test_sigkill_at_20_random_moments_then_resume(folders, tmp_path, capsys):
         fraction = rng.random()
         with open(tmp_path / f"run{attempt:02d}.log", "wb") as log:
             spawned = time.monotonic()
-            proc = subprocess.Popen([sys.executable, "-m", "siglip", *embed(images, out, model)], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=log)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "siglip", *embed(images, out, model)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
             try:
                 while _complete_shards(out) < shards_before + new_shards:
                     assert proc.poll() is None, f"run {attempt} ended before its kill; see run{attempt:02d}.log"
@@ -698,8 +743,9 @@ def tiny_disk(folder: Path, size: str):
     if not sys.platform.startswith("linux") or os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("mounting a tmpfs needs root and mount(8) on Linux")
     folder.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                           capture_output=True, text=True, timeout=30)
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True, timeout=30
+    )
     if mount.returncode:
         pytest.skip(f"can't mount a tmpfs here: {mount.stderr.strip()}")
     try:

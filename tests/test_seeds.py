@@ -102,7 +102,9 @@ def results(tmp_path_factory):
     samples = list(SAMPLES)
     for sample in SAMPLES:
         if sample["name"] == "siglip.md#0":  # the same sample on the CPU, to compare numbers on this machine
-            samples.append({"name": "siglip.md#0 (device='cpu')", "code": sample["code"].replace("device=0", 'device="cpu"')})
+            samples.append(
+                {"name": "siglip.md#0 (device='cpu')", "code": sample["code"].replace("device=0", 'device="cpu"')}
+            )
         if sample["name"] == "siglip.md#3":  # a fragment: it uses `torch` and `device` without defining them
             sample["prelude"] = f"import torch\ndevice = {'cuda' if CUDA else 'cpu'!r}\n"
     (root / "samples.json").write_text(json.dumps(samples))
@@ -111,16 +113,31 @@ def results(tmp_path_factory):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
-           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "NO_PROXY": "*"}
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(cache),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "NO_PROXY": "*",
+    }
     out = {}
     try:
         procs = {}
         for library in ("siglip", "transformers"):
             procs[library] = subprocess.Popen(
-                [sys.executable, str(HERE / "seed_runner.py"), str(root / "samples.json"), library, base,
-                 str(root / f"{library}.pkl")],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [
+                    sys.executable,
+                    str(HERE / "seed_runner.py"),
+                    str(root / "samples.json"),
+                    library,
+                    base,
+                    str(root / f"{library}.pkl"),
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
         for library, proc in procs.items():
             stdout, stderr = proc.communicate(timeout=600)

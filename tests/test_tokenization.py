@@ -130,13 +130,17 @@ def both(folders):
     return get
 
 
-def variant(folders, tmp_path: Path, base: str, *, config=None, model_config=None, tokenizer_json=None,
-            remove=()) -> Path:
+def variant(
+    folders, tmp_path: Path, base: str, *, config=None, model_config=None, tokenizer_json=None, remove=()
+) -> Path:
     """A copy of a fixture folder with edited JSON files (each edit: dict -> None, in place) or files removed."""
     folder = tmp_path / f"{base}-variant"
     shutil.copytree(folders[base], folder)
-    for name, edit in (("tokenizer_config.json", config), ("config.json", model_config),
-                       ("tokenizer.json", tokenizer_json)):
+    for name, edit in (
+        ("tokenizer_config.json", config),
+        ("config.json", model_config),
+        ("tokenizer.json", tokenizer_json),
+    ):
         if edit is not None:
             data = json.loads((folder / name).read_text(encoding="utf-8"))
             edit(data)
@@ -288,7 +292,9 @@ def test_decode_matches_transformers(both, name):
     ours, theirs = both(name)
     batch = theirs(TEXTS, padding=True)["input_ids"]
     for skip in (False, True):
-        assert ours.batch_decode(batch, skip_special_tokens=skip) == theirs.batch_decode(batch, skip_special_tokens=skip)
+        assert ours.batch_decode(batch, skip_special_tokens=skip) == theirs.batch_decode(
+            batch, skip_special_tokens=skip
+        )
         for clean_up in (False, True):
             kwargs = {"skip_special_tokens": skip, "clean_up_tokenization_spaces": clean_up}
             assert ours.decode(batch[3], **kwargs) == theirs.decode(batch[3], **kwargs)
@@ -337,8 +343,14 @@ def _no_post_processor(d):
 
 
 def _baked_padding(d):
-    d["padding"] = {"strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0,
-                    "pad_type_id": 0, "pad_token": "<pad>"}
+    d["padding"] = {
+        "strategy": {"Fixed": 64},
+        "direction": "Right",
+        "pad_to_multiple_of": None,
+        "pad_id": 0,
+        "pad_type_id": 0,
+        "pad_token": "<pad>",
+    }
     d["truncation"] = {"direction": "Left", "max_length": 64, "strategy": "LongestFirst", "stride": 0}
 
 
@@ -365,9 +377,16 @@ def test_config_variants_match_transformers(folders, tmp_path, base, edits, kwar
     folder = variant(folders, tmp_path, base, **edits)
     ours, theirs = AutoTokenizer.from_pretrained(folder, **kwargs), hf_load(folder, **kwargs)
     assert (ours.padding_side, ours.truncation_side, ours.model_max_length) == (
-        theirs.padding_side, theirs.truncation_side, theirs.model_max_length)
-    options = ({}, {"padding": "max_length", "truncation": True}, {"padding": True, "truncation": True, "max_length": 9},
-               {"padding": True, "return_attention_mask": True})
+        theirs.padding_side,
+        theirs.truncation_side,
+        theirs.model_max_length,
+    )
+    options = (
+        {},
+        {"padding": "max_length", "truncation": True},
+        {"padding": True, "truncation": True, "max_length": 9},
+        {"padding": True, "return_attention_mask": True},
+    )
     texts = [*TEXTS, "a<ex>tra>b", "<ex><ex>tra>", "<ex>tr"]
     assert_same_encoding(ours, theirs, texts=texts, options=options)
     ids = theirs(texts, padding=True)["input_ids"]
@@ -418,8 +437,11 @@ def test_class_from_pretrained_and_overrides(folders):
         SiglipTokenizer.from_pretrained(folders["siglip"], not_an_option=1)
     # A class loaded directly ignores model_type: Siglip2Tokenizer on the FixRes folder lowercases.
     lowercasing = Siglip2Tokenizer.from_pretrained(folders["fixres"])
-    assert lowercasing("HI").input_ids == lowercasing("hi").input_ids == GemmaTokenizer.from_pretrained(
-        folders["fixres"])("hi").input_ids
+    assert (
+        lowercasing("HI").input_ids
+        == lowercasing("hi").input_ids
+        == GemmaTokenizer.from_pretrained(folders["fixres"])("hi").input_ids
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -439,12 +461,24 @@ def _corrupt(path: Path) -> None:
         ("siglip2", {"remove": ["tokenizer.json"]}, None, "has no tokenizer.json"),
         ("siglip2", {}, "tokenizer.json", r"tokenizer.json \(tokenizer.json\) could not be read as JSON"),
         ("siglip", {}, "tokenizer_config.json", r"tokenizer_config.json \(tokenizer config\) could not be read"),
-        ("fixres", {"config": _set("tokenizer_class", "BertTokenizer")}, None,
-         "tokenizer_config.json: tokenizer_class 'BertTokenizer' is not a tokenizer"),
-        ("siglip", {"config": _pop("tokenizer_class"), "model_config": _set("model_type", "clip")}, None,
-         "names no tokenizer_class and config.json model_type is 'clip'"),
-        ("fixres", {"tokenizer_json": lambda d: d["model"].__setitem__("type", "Unigram")}, None,
-         "tokenizer.json key 'model' must be a BPE model"),
+        (
+            "fixres",
+            {"config": _set("tokenizer_class", "BertTokenizer")},
+            None,
+            "tokenizer_config.json: tokenizer_class 'BertTokenizer' is not a tokenizer",
+        ),
+        (
+            "siglip",
+            {"config": _pop("tokenizer_class"), "model_config": _set("model_type", "clip")},
+            None,
+            "names no tokenizer_class and config.json model_type is 'clip'",
+        ),
+        (
+            "fixres",
+            {"tokenizer_json": lambda d: d["model"].__setitem__("type", "Unigram")},
+            None,
+            "tokenizer.json key 'model' must be a BPE model",
+        ),
     ],
 )
 def test_broken_folders_give_clear_errors(folders, tmp_path, base, edits, damage, match):

@@ -505,8 +505,7 @@ def test_contrastive_batches_carry_the_tokenizer_attention_mask(tmp_path):
     it and the text embeddings the loss sees are transformers' masked ones."""
     import transformers
 
-    from siglip.auto import AutoModel
-    from siglip.auto import AutoTokenizer
+    from siglip.auto import AutoModel, AutoTokenizer
     from siglip.train.data import Collate
     from siglip.train.trainer import ContrastiveTowers
 

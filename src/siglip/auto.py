@@ -120,7 +120,8 @@ class AutoConfig:
         model_type = data.get("model_type")
         if model_type not in CONFIG_CLASSES:
             raise ValueError(
-                f"config model_type={model_type!r} is not a SigLIP config; supported: {', '.join(sorted(CONFIG_CLASSES))}"
+                f"config model_type={model_type!r} is not a SigLIP config; "
+                f"supported: {', '.join(sorted(CONFIG_CLASSES))}"
             )
         return CONFIG_CLASSES[model_type].from_dict(data, **overrides)
 
@@ -268,7 +269,7 @@ class AutoImageProcessor:
             if cls is None:
                 raise CheckpointError(
                     f"{path}: no 'image_processor_type' key, and {path.parent / CONFIG_NAME} gives no SigLIP "
-                    f"model_type (found {model_config.get('model_type')!r}); add \"image_processor_type\": "
+                    f'model_type (found {model_config.get("model_type")!r}); add "image_processor_type": '
                     '"SiglipImageProcessor" or "Siglip2ImageProcessor"'
                 )
         return build_image_processor(cls, config, path, kwargs)

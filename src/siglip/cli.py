@@ -41,7 +41,10 @@ def add_model_options(parser: argparse.ArgumentParser, model_default: str | None
     )
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available; default)")
     group.add_argument(
-        "--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="weights dtype (default: auto)"
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights dtype (default: auto)",
     )
     group.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: 16)")
     group.add_argument(
@@ -213,7 +216,12 @@ def _embed_texts(args: argparse.Namespace, store: Any) -> int:
         raise CLIError(f"{args.texts} has no non-empty lines")
     pipe = load_pipeline(args)
     report = embed_texts(
-        pipe, texts, store, args.model, batch_size=max(args.batch_size, 32), shard_size=args.shard_size,
+        pipe,
+        texts,
+        store,
+        args.model,
+        batch_size=max(args.batch_size, 32),
+        shard_size=args.shard_size,
         progress=not args.quiet,
     )
     print(f"{report.total} texts in {args.output} ({report.written} new)", file=sys.stderr)
@@ -275,8 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
 
-    p = sub.add_parser("classify", help="zero-shot classify images against labels", epilog=CLASSIFY_EXAMPLES,
-                       formatter_class=fmt, description="Score each image against every label (sigmoid scores).")
+    p = sub.add_parser(
+        "classify",
+        help="zero-shot classify images against labels",
+        epilog=CLASSIFY_EXAMPLES,
+        formatter_class=fmt,
+        description="Score each image against every label (sigmoid scores).",
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files, folders (recursive) or URLs")
     p.add_argument("--labels", nargs="+", metavar="LABEL", help="candidate labels")
     p.add_argument("--labels-file", metavar="FILE", help="file with one label per line")
@@ -286,9 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p)
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("embed", help="embed a folder of images (or lines of text) into a resumable store",
-                       epilog=EMBED_EXAMPLES, formatter_class=fmt,
-                       description="Write L2-normalised embeddings to OUT; re-running updates OUT incrementally.")
+    p = sub.add_parser(
+        "embed",
+        help="embed a folder of images (or lines of text) into a resumable store",
+        epilog=EMBED_EXAMPLES,
+        formatter_class=fmt,
+        description="Write L2-normalised embeddings to OUT; re-running updates OUT incrementally.",
+    )
     p.add_argument("inputs", nargs="*", metavar="DIR_OR_FILES", help="image files or folders (recursive)")
     p.add_argument("--output", "-o", required=True, metavar="OUT", help="output folder (created or updated)")
     p.add_argument("--texts", metavar="FILE", help="embed the lines of FILE instead of images")
@@ -296,9 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p)
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("search", help="exact cosine search in a store made by `siglip embed`",
-                       epilog=SEARCH_EXAMPLES, formatter_class=fmt,
-                       description="Rank the stored embeddings by cosine similarity to a text or an image.")
+    p = sub.add_parser(
+        "search",
+        help="exact cosine search in a store made by `siglip embed`",
+        epilog=SEARCH_EXAMPLES,
+        formatter_class=fmt,
+        description="Rank the stored embeddings by cosine similarity to a text or an image.",
+    )
     p.add_argument("store", metavar="OUT", help="folder written by `siglip embed`")
     p.add_argument("query", nargs="?", help="text query")
     p.add_argument("--image", metavar="PATH", help="use this image as the query")

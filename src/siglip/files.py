@@ -198,7 +198,9 @@ def resolve_folder(
     except HFValidationError:
         raise CheckpointError(f"{name!r} is neither an existing folder nor a valid hub repo id") from None
     except GatedRepoError:
-        raise CheckpointError(f"{name} is a gated repo: accept its terms on huggingface.co and pass token=...") from None
+        raise CheckpointError(
+            f"{name} is a gated repo: accept its terms on huggingface.co and pass token=..."
+        ) from None
     except RepositoryNotFoundError:
         raise CheckpointError(f"{name} was not found on the Hugging Face hub (or is private: pass token=...)") from None
     except RevisionNotFoundError:
@@ -208,7 +210,9 @@ def resolve_folder(
         from huggingface_hub.constants import HF_HUB_CACHE
 
         where = cache_dir or HF_HUB_CACHE
-        why = "offline mode is on (HF_HUB_OFFLINE=1 or local_files_only=True)" if offline else "the hub can't be reached"
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE=1 or local_files_only=True)" if offline else "the hub can't be reached"
+        )
         raise CheckpointError(
             f"{name} is not a local folder and is not in the Hugging Face cache ({where}), and {why}. "
             "Download it where the hub is reachable (huggingface-cli download "

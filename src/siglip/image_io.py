@@ -179,7 +179,6 @@ def load_image(image: str | os.PathLike | Image.Image, timeout: float | None = 1
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-
 # 16-bit, 32-bit integer and float modes: convert("RGB") clips their values to [0, 255] instead of rescaling.
 _WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
 

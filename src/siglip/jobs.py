@@ -230,7 +230,9 @@ def search(
     manifest = store.read_manifest()
     rows, matrix = store.load()
     if pipe.embed_dim != manifest["dim"]:
-        raise ValueError(f"the model gives {pipe.embed_dim}-d embeddings but {store.root} holds {manifest['dim']}-d ones")
+        raise ValueError(
+            f"the model gives {pipe.embed_dim}-d embeddings but {store.root} holds {manifest['dim']}-d ones"
+        )
     if image is not None:
         query = pipe.embed_pixels(pipe.preprocess_images([load_image(image)]))[0]
     else:

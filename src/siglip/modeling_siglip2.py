@@ -225,7 +225,7 @@ class Siglip2VisionModel(SiglipVisionModel):
 
 
 class Siglip2Model(SiglipModel):
-    """SigLIP2 NaFlex: text tower, NaFlex vision tower, ``logit_scale`` / ``logit_bias`` (transformers ``Siglip2Model``).
+    """SigLIP2 NaFlex: text tower, NaFlex vision tower, ``logit_scale`` / ``logit_bias`` (``Siglip2Model``).
 
     ``logits_per_text = normalize(text) @ normalize(image).T * exp(logit_scale) + logit_bias``, sigmoid scores.
     """

@@ -401,7 +401,10 @@ class PreTrainedModel(nn.Module):
         return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
 
     def gradient_checkpointing_enable(
-        self, gradient_checkpointing_kwargs: dict[str, Any] | None = None, every_n_layers: int = 1, offload: bool = False
+        self,
+        gradient_checkpointing_kwargs: dict[str, Any] | None = None,
+        every_n_layers: int = 1,
+        offload: bool = False,
     ) -> None:
         """transformers' older name for ``activation_checkpointing_enable``."""
         self.activation_checkpointing_enable(gradient_checkpointing_kwargs, every_n_layers, offload)
@@ -426,7 +429,6 @@ class PreTrainedModel(nn.Module):
         for module in self.modules():
             if hasattr(module, "_attn_implementation"):
                 module._attn_implementation = name
-
 
 
 # transformers ``from_pretrained`` options this loader does not implement, and what to do instead. They fail

@@ -78,7 +78,9 @@ class ZeroShotImageClassificationPipeline:
 
     def __init__(self, model: Any, tokenizer: Any, image_processor: Any, batch_size: int = 8) -> None:
         if not hasattr(model, "get_image_features") or not hasattr(model, "logit_scale"):
-            raise ValueError(f"zero-shot classification needs a SiglipModel or Siglip2Model, got {type(model).__name__}")
+            raise ValueError(
+                f"zero-shot classification needs a SiglipModel or Siglip2Model, got {type(model).__name__}"
+            )
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -258,7 +260,9 @@ def pipeline(
     legacy_dtype = kwargs.pop("torch_dtype", None)  # transformers' older name for dtype
     dtype = dtype if dtype is not None else legacy_dtype
     if isinstance(model, (str, os.PathLike)):
-        loaded, tok, proc = load_model_and_preprocessing(model, dtype=dtype, device=device, device_map=device_map, **kwargs)
+        loaded, tok, proc = load_model_and_preprocessing(
+            model, dtype=dtype, device=device, device_map=device_map, **kwargs
+        )
         tokenizer = tokenizer or tok
         image_processor = image_processor or proc
         model = loaded

@@ -86,14 +86,25 @@ class SiglipTokenizer(_Tokenizer):
         self.sp_model = self._load_sentencepiece()
         self._init_common(
             {"eos_token": eos_token, "unk_token": unk_token, "pad_token": pad_token, "bos_token": bos_token},
-            extra_special_tokens, model_max_length, padding_side, truncation_side, model_input_names,
-            clean_up_tokenization_spaces, name_or_path,
+            extra_special_tokens,
+            model_max_length,
+            padding_side,
+            truncation_side,
+            model_input_names,
+            clean_up_tokenization_spaces,
+            name_or_path,
         )
         # id -> token spec, content -> id: the added tokens that are matched in the raw text before SentencePiece.
         self._added: dict[int, dict[str, Any]] = {}
         for index, spec in added_tokens or ():
-            self._added[int(index)] = {"lstrip": False, "rstrip": False, "single_word": False, "normalized": True,
-                                       "special": False, **spec}
+            self._added[int(index)] = {
+                "lstrip": False,
+                "rstrip": False,
+                "single_word": False,
+                "normalized": True,
+                "special": False,
+                **spec,
+            }
         self._added_ids = {spec["content"]: i for i, spec in self._added.items()}
         # Special tokens missing from the config's added tokens are added with no strip flags (PythonBackend
         # builds them from plain strings), at their SentencePiece id or appended after the vocabulary.
@@ -102,8 +113,14 @@ class SiglipTokenizer(_Tokenizer):
                 continue
             piece_id = self.sp_model.piece_to_id(token)
             index = piece_id if self.sp_model.id_to_piece(piece_id) == token else len(self)
-            self._added[index] = {"content": token, "lstrip": False, "rstrip": False, "single_word": False,
-                                  "normalized": False, "special": True}
+            self._added[index] = {
+                "content": token,
+                "lstrip": False,
+                "rstrip": False,
+                "single_word": False,
+                "normalized": False,
+                "special": True,
+            }
             self._added_ids[token] = index
         contents = sorted(self._added_ids, key=len, reverse=True)  # longest first: leftmost-longest match
         self._added_pattern = re.compile("(" + "|".join(map(re.escape, contents)) + ")") if contents else None
@@ -320,14 +337,24 @@ class GemmaTokenizer(_Tokenizer):
         baked = self._baked_settings(data, self.tokenizer_file)
         padding, truncation = baked.padding or {}, baked.truncation or {}
         self._init_common(
-            {"bos_token": bos_token, "eos_token": eos_token, "unk_token": unk_token,
-             "pad_token": pad_token or padding.get("pad_token") or "<pad>", "mask_token": mask_token},
-            extra_special_tokens, model_max_length, padding_side or padding.get("direction"),
-            truncation_side or truncation.get("direction"), model_input_names, clean_up_tokenization_spaces,
+            {
+                "bos_token": bos_token,
+                "eos_token": eos_token,
+                "unk_token": unk_token,
+                "pad_token": pad_token or padding.get("pad_token") or "<pad>",
+                "mask_token": mask_token,
+            },
+            extra_special_tokens,
+            model_max_length,
+            padding_side or padding.get("direction"),
+            truncation_side or truncation.get("direction"),
+            model_input_names,
+            clean_up_tokenization_spaces,
             name_or_path,
         )
-        backend = Tokenizer(BPE(vocab=vocab, merges=merges, fuse_unk=True, unk_token=self.unk_token, dropout=None,
-                                byte_fallback=True))
+        backend = Tokenizer(
+            BPE(vocab=vocab, merges=merges, fuse_unk=True, unk_token=self.unk_token, dropout=None, byte_fallback=True)
+        )
         backend.normalizer = normalizers.Replace(" ", SPIECE_UNDERLINE)
         backend.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="merged_with_previous", invert=False)
         backend.decoder = decoders.Sequence(
@@ -355,11 +382,15 @@ class GemmaTokenizer(_Tokenizer):
             # transformers' TokenizersBackend.update_post_processor; a missing flag counts as False.
             bos = f"{self.bos_token}:0 " if add_bos_token else ""
             eos = f" {self.eos_token}:0" if add_eos_token else ""
-            specials = [(t, self.convert_tokens_to_ids(t)) for t, on in ((self.bos_token, add_bos_token),
-                                                                          (self.eos_token, add_eos_token)) if on]
+            specials = [
+                (t, self.convert_tokens_to_ids(t))
+                for t, on in ((self.bos_token, add_bos_token), (self.eos_token, add_eos_token))
+                if on
+            ]
             pair = f"{bos}$A:0{eos} {bos.replace(':0', ':1')}$B:1{eos.replace(':0', ':1')}"
-            backend.post_processor = processors.TemplateProcessing(single=f"{bos}$A:0{eos}", pair=pair,
-                                                                   special_tokens=specials)
+            backend.post_processor = processors.TemplateProcessing(
+                single=f"{bos}$A:0{eos}", pair=pair, special_tokens=specials
+            )
         else:
             backend.post_processor = baked.post_processor
 
@@ -371,9 +402,7 @@ class GemmaTokenizer(_Tokenizer):
         model = data.get("model")
         if not isinstance(model, dict) or model.get("type") != "BPE" or "vocab" not in model:
             kind = model.get("type") if isinstance(model, dict) else None
-            raise CheckpointError(
-                f"{path} key 'model' must be a BPE model with a vocab (Gemma's), found type {kind!r}"
-            )
+            raise CheckpointError(f"{path} key 'model' must be a BPE model with a vocab (Gemma's), found type {kind!r}")
         vocab = model["vocab"]
         if isinstance(vocab, list):
             vocab = {(t[0] if isinstance(t, list) else t): i for i, t in enumerate(vocab)}
@@ -443,8 +472,9 @@ class GemmaTokenizer(_Tokenizer):
         if max_length is None:
             self._backend.no_truncation()
         else:
-            self._backend.enable_truncation(max_length, stride=0, strategy="longest_first",
-                                            direction=self.truncation_side)
+            self._backend.enable_truncation(
+                max_length, stride=0, strategy="longest_first", direction=self.truncation_side
+            )
 
     def tokenize(self, text: str) -> list[str]:
         """Text to BPE tokens (no special tokens added)."""

@@ -85,8 +85,18 @@ def _check_unicode(text: str, index: int) -> None:
 def clean_up_tokenization(text: str) -> str:
     # transformers' PreTrainedTokenizerBase.clean_up_tokenization: undo the spaces a word-level join puts before
     # punctuation and English contractions.
-    for spaced, joined in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-                           (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+    for spaced, joined in (
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ):
         text = text.replace(spaced, joined)
     return text
 
@@ -229,8 +239,9 @@ class _Tokenizer:
             self._warn_if_too_long(ids)
         if return_attention_mask is None:
             return_attention_mask = "attention_mask" in self.model_input_names
-        data = self._pad(ids, pad, max_length, pad_to_multiple_of, padding_side or self.padding_side,
-                         return_attention_mask)
+        data = self._pad(
+            ids, pad, max_length, pad_to_multiple_of, padding_side or self.padding_side, return_attention_mask
+        )
         if not batched and return_tensors is None:
             data = {key: rows[0] for key, rows in data.items()}
         return BatchFeature(data, tensor_type=return_tensors)
@@ -282,7 +293,12 @@ class _Tokenizer:
         return pad, truncate, max_length
 
     def _pad(
-        self, rows: list[list[int]], pad: str | None, max_length: int | None, multiple: int | None, side: str,
+        self,
+        rows: list[list[int]],
+        pad: str | None,
+        max_length: int | None,
+        multiple: int | None,
+        side: str,
         return_attention_mask: bool,
     ) -> dict[str, list[list[int]]]:
         """Pad rows as transformers' ``PreTrainedTokenizerBase.pad`` does (rows longer than the target stay)."""
@@ -391,8 +407,14 @@ class _Tokenizer:
         for spec in self._added_tokens_decoder().values():
             if spec["content"] == content:
                 return spec
-        return {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
-                "special": True}
+        return {
+            "content": content,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
 
     def _added_tokens_decoder(self) -> dict[int, dict[str, Any]]:
         raise NotImplementedError

@@ -66,7 +66,9 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
             raise CheckpointError(f"{path} is truncated or empty ({size} bytes): not a safetensors file")
         (n,) = struct.unpack("<Q", head)
         if n > size - 8 or n > 100_000_000:
-            raise CheckpointError(f"{path} is truncated or not a safetensors file (header length {n}, file {size} bytes)")
+            raise CheckpointError(
+                f"{path} is truncated or not a safetensors file (header length {n}, file {size} bytes)"
+            )
         try:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -278,7 +280,9 @@ def resolve_dtype(dtype: Any, config_dict: dict[str, Any], infos: dict[str, Tens
     if isinstance(dtype, str):
         value = getattr(torch, dtype.replace("torch.", ""), None)
         if not isinstance(value, torch.dtype):
-            raise ValueError(f"dtype={dtype!r} is not a torch dtype name (use 'float32', 'bfloat16', 'float16' or 'auto')")
+            raise ValueError(
+                f"dtype={dtype!r} is not a torch dtype name (use 'float32', 'bfloat16', 'float16' or 'auto')"
+            )
         dtype = value
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be None, 'auto' or a floating torch.dtype, got {dtype!r}")
@@ -291,7 +295,9 @@ def resolve_device(device: Any, device_map: Any) -> torch.device:
         if isinstance(device_map, dict):
             devices = set(device_map.values())
             if len(devices) != 1:
-                raise ValueError(f"device_map spreads the model over {sorted(map(str, devices))}; only one device is supported")
+                raise ValueError(
+                    f"device_map spreads the model over {sorted(map(str, devices))}; only one device is supported"
+                )
             device_map = devices.pop()
         if device_map == "auto":
             device_map = "cuda" if torch.cuda.is_available() else "cpu"
