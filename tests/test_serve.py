@@ -563,6 +563,7 @@ def test_url_inputs_to_loopback_are_refused(queue_server):
     ("127.0.0.1", "loopback"), ("::1", "loopback"), ("::ffff:127.0.0.1", "loopback"), ("10.1.2.3", "private"),
     ("192.168.0.1", "private"), ("172.16.5.4", "private"), ("169.254.169.254", "link-local"), ("fe80::1", "link-local"),
     ("224.0.0.1", "multicast"), ("ff02::1", "multicast"), ("0.0.0.0", "unspecified"), ("100.64.0.1", "public"),
+    ("240.0.0.1", "reserved"),
     ("fd00::1", "private"), ("::ffff:10.0.0.1", "private"), ("8.8.8.8", None), ("2606:4700::1111", None),
 ])
 def test_only_public_unicast_addresses_may_be_fetched(address, problem):
@@ -660,6 +661,38 @@ def test_batcher_joins_naflex_requests(tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 # Start-up and shutdown
 # ------------------------------------------------------------------------------------------------------------
+
+
+def test_health_waits_for_the_model_and_a_failed_forward_pass_is_a_500(checkpoint, monkeypatch):
+    """In process (Starlette's test client): the model loads in the background; until then /health and the model
+    routes answer 503. A forward pass that raises fails its own requests with a 500, and the next one works."""
+    from starlette.testclient import TestClient
+
+    loading = threading.Event()
+    load = serve.load_model
+    monkeypatch.setattr(serve, "load_model", lambda *args: loading.wait(60) and load(*args))
+    service = serve.Service(serve.ServeConfig(model=str(checkpoint)))
+    with TestClient(serve.create_app(service)) as client:
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "loading"
+        response = client.post("/v1/embeddings", json={"input": "too early"})
+        assert_error(response, 503, None, "still loading")
+        assert response.headers["Retry-After"] == "1"
+        loading.set()
+        deadline = time.monotonic() + 60
+        while client.get("/health").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("out of memory, say")
+
+        monkeypatch.setattr(service.pipe, "encode_texts", broken)
+        assert_error(client.post("/v1/embeddings", json={"input": "x"}), 500, None,
+                     "the model failed: RuntimeError: out of memory, say")
+        monkeypatch.undo()
+        assert client.post("/v1/embeddings", json={"input": "x"}).status_code == 200
+
 
 
 def test_sigterm_drains_requests_in_flight(tmp_path, checkpoint, pipe):
