@@ -728,3 +728,15 @@ def test_cli_errors(monkeypatch, capsys, checkpoint):
     assert siglip.cli.main(["serve", "--model", str(checkpoint)]) == 1
     assert "pip install 'siglip[serve]'" in capsys.readouterr().err
 
+
+def test_serve_benchmark_runs(tmp_path, checkpoint):
+    """benchmarks/bench_serve.py end to end on a tiny model for about a second per setting (not a timed test)."""
+    out = tmp_path / "serve.md"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_serve.py"), "--quick", "--model",
+                             str(checkpoint), "--duration", "1", "--warmup", "0.5", "--out", str(out),
+                             "--workdir", str(tmp_path / "work")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = out.read_text()
+    for row in ("--max-batch-size 1", "--max-batch-size 16", "requests/s", "p50", "p99", "errors", "Machine"):
+        assert row in report, row
