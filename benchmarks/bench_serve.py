@@ -5,7 +5,7 @@ dynamic batching and with ``--max-batch-size 1``, measured in one run on this ma
     python benchmarks/bench_serve.py --quick --duration 2 --out -   # tiny model, seconds (the test suite's run)
 
 Builds a random-weight checkpoint (``--size base``: hidden 768, 12 layers, 224 px, patch 16, as
-``benchmarks/run.py``), writes 64 generated 640x480 JPEGs (8 with ``--quick``) and base64-encodes them, then for each setting starts
+``benchmarks/run.py``; ``--size small``: hidden 384, 12 layers, 224 px, patch 32), writes 64 generated 640x480 JPEGs (8 with ``--quick``) and base64-encodes them, then for each setting starts
 ``python -m siglip serve`` on a free loopback port, warms it up and runs ``--clients`` client tasks (one
 process, asyncio + httpx, one connection each) that each send one image per request, back to back, for
 ``--duration`` seconds. Reported: requests/s, p50 / p99 latency, errors, and the mean batch size from the
@@ -45,6 +45,10 @@ SIZES = {
              dict(vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                   num_attention_heads=12, max_position_embeddings=64),
              dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12), 224, 16),
+    "small": ("SigLIP small-patch32-224 (ViT-S/32 shape, random weights)",
+              dict(vocab_size=32000, hidden_size=384, intermediate_size=1536, num_hidden_layers=12,
+                   num_attention_heads=6, max_position_embeddings=64),
+              dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=12, num_attention_heads=6), 224, 32),
     "tiny": ("SigLIP tiny (random weights)", {}, {}, 32, 8),
 }
 

@@ -721,7 +721,9 @@ def test_a_model_that_fails_to_load_exits_1(tmp_path):
     assert "siglip: error:" in running.output() and "missing" in running.output()
 
 
-def test_cli_errors(monkeypatch, capsys, checkpoint):
+def test_cli_defaults_and_errors(monkeypatch, capsys, checkpoint):
+    args = siglip.cli.build_parser().parse_args(["serve"])
+    assert (args.host, args.api_key, args.allow_urls) == ("127.0.0.1", None, False)  # loopback, no URLs by default
     assert siglip.cli.main(["serve", "--model", str(checkpoint), "--max-batch-size", "0"]) == 1
     assert "--max-batch-size must be a positive integer" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "fastapi", None)
