@@ -9,7 +9,8 @@ Builds a random-weight checkpoint (``--size base``: hidden 768, 12 layers, 224 p
 ``python -m siglip serve`` on a free loopback port, warms it up and runs ``--clients`` client tasks (one
 process, asyncio + httpx, one connection each) that each send one image per request, back to back, for
 ``--duration`` seconds. Reported: requests/s, p50 / p99 latency, errors, and the mean batch size from the
-server's /metrics. Prints a markdown section (and writes it to ``--out``).
+server's /metrics; then the model alone in this process at batch 1 and at the batch size: what batching gains
+in the model itself on this machine. Prints a markdown section (and writes it to ``--out``).
 """
 
 from __future__ import annotations
@@ -131,6 +132,28 @@ def mean_batch(url: str) -> float:
     return values.get("siglip_batch_size_sum", 0) / max(values.get("siglip_batch_size_count", 0), 1)
 
 
+def model_alone(folder: Path, paths: list[str], batch: int, seconds: float) -> tuple[float, float]:
+    """Images/s of the model itself in this process (``embed_pixels``, no HTTP) at batch 1 and at ``batch``, timed
+    alternately for ``seconds``: what batching gains in the model itself, on this machine at this moment."""
+    from PIL import Image
+
+    import siglip
+
+    pipe = siglip.pipeline("zero-shot-image-classification", model=folder)
+    many = pipe.preprocess_images([Image.open(paths[i % len(paths)]).convert("RGB") for i in range(batch)])
+    one = {key: value[:1] for key, value in many.items()}
+    rates: dict[int, list[float]] = {1: [], batch: []}
+    stop = time.monotonic() + seconds
+    for inputs in (one, many, one, many):  # warm-up
+        pipe.embed_pixels(inputs)
+    while time.monotonic() < stop or not rates[batch]:
+        for inputs, n in ((one, 1), (many, batch)):
+            started = time.perf_counter()
+            pipe.embed_pixels(inputs)
+            rates[n].append(n / (time.perf_counter() - started))
+    return float(np.median(rates[1])), float(np.median(rates[batch]))
+
+
 def machine() -> str:
     flags = set()
     try:
@@ -188,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"the server exited with {code} after SIGTERM")
         rows.append((label, result))
         print(f"{label}: {result}", file=sys.stderr)
+    alone = model_alone(folder, paths, args.max_batch_size, args.duration / 2)
     about += ", load average {:.2f} {:.2f} {:.2f} at the end".format(*os.getloadavg())
     base_rps = rows[-1][1]["rps"]
     command = "python benchmarks/bench_serve.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -207,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         ratio = r["rps"] / base_rps if base_rps else float("nan")
         lines.append(f"| {label} | {r['rps']:.2f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['errors']} | "
                      f"{r['batch']:.1f} | {ratio:.2f}x |")
+    lines += ["", f"The model alone right after, in one process without HTTP (`embed_pixels` on preprocessed images, "
+                  f"{args.duration / 2:g} s, median): {alone[0]:.2f} images/s at batch 1, {alone[1]:.2f} at batch "
+                  f"{args.max_batch_size} ({alone[1] / alone[0]:.2f}x)."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out != "-":
