@@ -50,6 +50,7 @@ LAYERS = [
     "train.cli",
     "train",
     "train.__main__",
+    "serve",
     "cli",
     "__main__",
 ]

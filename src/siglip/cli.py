@@ -12,6 +12,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -268,6 +269,109 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# serve
+# ------------------------------------------------------------------------------------------------------------
+
+SERVE_EXAMPLES = """examples:
+  siglip serve --model siglip-demo                          # http://127.0.0.1:8000, API docs at /docs
+  SIGLIP_API_KEY=secret siglip serve --store photos.emb     # + POST /v1/search; every route but /health needs the key
+  siglip serve --host 0.0.0.0 --max-batch-size 64 --max-wait-ms 20 --allow-urls
+
+Endpoints: POST /v1/embeddings (OpenAI-compatible), /v1/classify, /v1/search; GET /health, /metrics, /v1/models.
+SIGTERM or Ctrl-C stops accepting connections and finishes the requests in flight.
+"""
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import ServeConfig, require_serve_extra, serve
+
+    try:
+        require_serve_extra()
+    except ImportError as e:
+        raise CLIError(str(e)) from None
+    config = ServeConfig(
+        model=args.model,
+        store=args.store,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or os.environ.get("SIGLIP_API_KEY") or None,
+        dtype=args.dtype,
+        device=args.device,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_items=args.max_items,
+        max_labels=args.max_labels,
+        max_text_chars=args.max_text_chars,
+        max_image_pixels=args.max_image_pixels,
+        max_body_bytes=args.max_body_bytes,
+        request_timeout=args.request_timeout,
+        allow_urls=args.allow_urls,
+        quiet=args.quiet,
+    )
+    return serve(config)
+
+
+def add_serve_parser(sub: Any) -> None:
+    from .serve import ServeConfig
+
+    defaults = ServeConfig(model=DEFAULT_MODEL)
+    p = sub.add_parser(
+        "serve",
+        help="HTTP service: embeddings, zero-shot classification and search",
+        epilog=SERVE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve a model over HTTP with dynamic batching (needs the serve extra: "
+        "pip install 'siglip[serve]').",
+    )
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"checkpoint folder, hub id, or '{DEMO_MODEL}' (default: {DEFAULT_MODEL})",
+    )
+    p.add_argument("--store", metavar="DIR", help="an embedding store from `siglip embed`: enables POST /v1/search")
+    p.add_argument(
+        "--host", default=defaults.host, help="address to listen on (default: %(default)s, this machine only)"
+    )
+    p.add_argument("--port", type=int, default=defaults.port, help="port (default: %(default)s)")
+    p.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY' on every route but /health (default: $SIGLIP_API_KEY; "
+        "prefer the variable: arguments are visible to other users in ps)",
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available; default)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights dtype (default: auto)",
+    )
+    group = p.add_argument_group("batching and limits")
+    limits = [
+        ("--max-batch-size", int, "items per forward pass"),
+        ("--max-wait-ms", float, "how long a request waits for others to share its forward pass"),
+        ("--max-queue", int, "requests admitted at once; more get 503 with Retry-After"),
+        ("--max-items", int, "texts or images per request"),
+        ("--max-labels", int, "candidate_labels per classify request"),
+        ("--max-text-chars", int, "characters per text, label or template"),
+        ("--max-image-pixels", int, "pixels per decoded image (checked before decoding)"),
+        ("--max-body-bytes", int, "request body size (and the most an image URL may send)"),
+        ("--request-timeout", float, "seconds until a request is answered 504"),
+    ]
+    for flag, kind, text in limits:
+        default = getattr(defaults, flag[2:].replace("-", "_"))
+        group.add_argument(flag, type=kind, default=default, metavar="N", help=f"{text} (default: {default})")
+    group.add_argument(
+        "--allow-urls",
+        action="store_true",
+        help="accept http(s) image URLs (only to public addresses, checked after DNS and redirects)",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors (no access log)")
+    p.set_defaults(func=cmd_serve)
+
+
+# ------------------------------------------------------------------------------------------------------------
 # entry point
 # ------------------------------------------------------------------------------------------------------------
 
@@ -328,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
     add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_search)
+
+    add_serve_parser(sub)
 
     from .train.cli import add_train_parser
 

@@ -155,25 +155,33 @@ def load_image(image: str | os.PathLike | Image.Image, timeout: float | None = 1
     """
     if isinstance(image, os.PathLike):
         image = os.fspath(image)
-    name = "the image"
     if isinstance(image, str):
         if image.startswith(("http://", "https://")):
-            name = image
-            image = _decode(io.BytesIO(_download(name, timeout)), name)
-        else:
-            source, name = _open_source(image)
-            image = _decode(source, name)
-        try:
-            ImageOps.exif_transpose(image, in_place=True)
-        except Exception as e:  # a malformed EXIF block
-            raise ImageLoadError(f"{name}: unreadable EXIF orientation ({type(e).__name__}: {e})") from None
-    elif isinstance(image, Image.Image):
+            return load_image_bytes(_download(image, timeout), image)
+        source, name = _open_source(image)
+        return _upright_rgb(_decode(source, name), name)
+    if isinstance(image, Image.Image):
         image = ImageOps.exif_transpose(image)  # a transposed copy: the caller's image is left alone
-    else:
-        raise TypeError(
-            f"load_image takes a path, URL, base64 string or PIL image, got {type(image).__name__}; numpy arrays "
-            "and torch tensors go to the image processor directly"
-        )
+        warn_if_clipped(image, "the image")
+        return image if image.mode == "RGB" else image.convert("RGB")
+    raise TypeError(
+        f"load_image takes a path, URL, base64 string or PIL image, got {type(image).__name__}; numpy arrays "
+        "and torch tensors go to the image processor directly"
+    )
+
+
+def load_image_bytes(data: bytes, name: str = "the image") -> Image.Image:
+    """``load_image`` for an encoded image already in memory (a download, a request body), named ``name`` in
+    errors: the same decoding checks, EXIF orientation and RGB conversion."""
+    return _upright_rgb(_decode(io.BytesIO(data), name), name)
+
+
+def _upright_rgb(image: Image.Image, name: str) -> Image.Image:
+    """A freshly decoded image with its EXIF orientation applied, as 8-bit RGB (what ``load_image`` returns)."""
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception as e:  # a malformed EXIF block
+        raise ImageLoadError(f"{name}: unreadable EXIF orientation ({type(e).__name__}: {e})") from None
     warn_if_clipped(image, name)
     # convert() to the same mode returns a copy; an RGB image needs none
     return image if image.mode == "RGB" else image.convert("RGB")
