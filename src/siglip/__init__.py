@@ -58,10 +58,10 @@ _EXPORTS: dict[str, str] = {
     "pipeline": "pipelines",
     "ZeroShotImageClassificationPipeline": "pipelines",
     "EmbeddingStore": "store",
-    # quantization
+    # inference fast path and quantization
+    "optimize": "optimization",
     "BitsAndBytesConfig": "quantization",
     "quantize_int8": "quantization",
-    "compile_model": "compilation",
     # training
     "SaveConfigCallback": "train.hf_trainer",
     "sigmoid_loss": "loss",
@@ -102,3 +102,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         SiglipTextModel,
         SiglipVisionModel,
     )
+    from .optimization import optimize  # noqa: F401
