@@ -1,15 +1,20 @@
 """``siglip.optimize``: the fused inference twin equals the plain model (fp32), stays close in bf16, leaves the plain
-model usable (hooks, PEFT, training) and refuses what it can't do."""
+model usable (hooks, PEFT, training), refuses what it can't do; the pipeline and the commands use it by default."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import transformers
+from PIL import Image
 
 import siglip
 from siglip import optimization
+from siglip.cli import main
 
 from builders import joint_inputs as _inputs
 from builders import write_checkpoint
@@ -188,6 +193,24 @@ def test_optimizing_twice_returns_the_twin_and_other_inputs_are_refused(folders)
         siglip.optimize(plain, dtype=torch.int8)
 
 
+def test_pipeline_uses_the_twin_by_default(folders):
+    folder = str(folders["siglip"])
+    pipe = siglip.pipeline("zero-shot-image-classification", model=folder)
+    plain_pipe = siglip.pipeline("zero-shot-image-classification", model=folder, optimize=False)
+    assert isinstance(pipe.model, optimization.OptimizedModel)
+    assert not isinstance(plain_pipe.model, optimization.OptimizedModel)
+    assert pipe.model.config.model_type == "siglip" and pipe.dtype == torch.float32
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    a, b = pipe(image, candidate_labels=["a cat", "a dog"]), plain_pipe(image, candidate_labels=["a cat", "a dog"])
+    assert [r["label"] for r in a] == [r["label"] for r in b]
+    assert all(abs(x["score"] - y["score"]) < 1e-5 for x, y in zip(a, b, strict=True))
+
+    loaded = siglip.AutoModel.from_pretrained(folder)
+    processor = siglip.AutoProcessor.from_pretrained(folder)
+    pipe16 = siglip.pipeline(model=loaded, processor=processor, dtype=torch.bfloat16)
+    assert pipe16.dtype == torch.bfloat16 and loaded.dtype == torch.float32  # the caller's model is not cast
+
+
 def test_auto_dtype_reads_the_cpu_flags(monkeypatch):
     monkeypatch.setattr(optimization, "cpu_flags", lambda path="": frozenset({"avx2", "amx_bf16", "amx_tile"}))
     assert optimization.auto_dtype("cpu") == torch.bfloat16
@@ -196,3 +219,26 @@ def test_auto_dtype_reads_the_cpu_flags(monkeypatch):
     monkeypatch.setattr(optimization, "cpu_flags", lambda path="": frozenset({"avx2", "fma"}))
     assert optimization.auto_dtype("cpu") == torch.float32
     assert optimization.auto_dtype("cuda") is None
+
+
+def test_cli_no_optimize_dtype_auto_and_the_store_refuses_another_dtype(folders, tmp_path, capsys, monkeypatch):
+    calls = []
+    real = siglip.pipelines.optimize_model
+    monkeypatch.setattr(siglip.pipelines, "optimize_model", lambda model, **kw: calls.append(1) or real(model, **kw))
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(image)
+    common = ["--model", str(folders["siglip"]), "--num-workers", "0", "--quiet", "--device", "cpu"]
+    assert main(["classify", str(image), "--labels", "a", "b", *common]) == 0
+    assert main(["classify", str(image), "--labels", "a", "b", "--no-optimize", *common]) == 0
+    assert calls == [1]
+
+    monkeypatch.setattr(optimization, "cpu_flags", lambda path="": frozenset({"avx512_bf16"}))
+    store = tmp_path / "store"
+    assert main(["embed", str(image), "--output", str(store), *common]) == 0
+    assert json.loads((store / "manifest.json").read_text())["model_dtype"] == "bfloat16"
+    monkeypatch.setattr(optimization, "cpu_flags", lambda path="": frozenset({"avx2"}))
+    capsys.readouterr()
+    assert main(["embed", str(image), "--output", str(store), *common]) == 1
+    error = capsys.readouterr().err
+    assert "computed in bfloat16" in error and "--dtype bfloat16" in error
+    assert main(["embed", str(image), "--output", str(store), "--dtype", "bfloat16", *common]) == 0

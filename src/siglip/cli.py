@@ -46,7 +46,17 @@ def add_model_options(parser: argparse.ArgumentParser, model_default: str | None
     )
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available; default)")
     group.add_argument(
-        "--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="weights dtype (default: auto)"
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="compute dtype; auto (default): bfloat16 on CPUs that multiply it natively (AMX, AVX512-BF16), float32 "
+        "on other CPUs, the checkpoint's dtype on GPUs",
+    )
+    group.add_argument(
+        "--no-optimize",
+        dest="optimize",
+        action="store_false",
+        help="run the plain model instead of its fused inference twin (siglip.optimize)",
     )
     group.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: 16)")
     group.add_argument(
@@ -77,15 +87,28 @@ def load_pipeline(args: argparse.Namespace, model: str | None = None) -> Any:
         pipe = pipeline(
             "zero-shot-image-classification",
             model=name,
-            dtype=args.dtype,
+            dtype=_dtype(args),
             device=device,
             device_map=device_map,
             batch_size=_positive("--batch-size", args.batch_size),
+            optimize=getattr(args, "optimize", True),
         )
     except CheckpointError as e:
         raise CLIError(f"{e} (use --model PATH for a local checkpoint folder, or --model {DEMO_MODEL})") from None
     log.info("loaded %s (%s, %s) in %.1fs", name, pipe.device, pipe.dtype, time.perf_counter() - started)
     return pipe
+
+
+def _dtype(args: argparse.Namespace) -> Any:
+    """``--dtype``, with ``auto`` resolved for the device the model will run on (see ``siglip.auto_dtype``)."""
+    if args.dtype != "auto":
+        return args.dtype
+    import torch
+
+    from .optimization import auto_dtype
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    return auto_dtype(device) or "auto"
 
 
 def _split_sources(items: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -205,6 +228,7 @@ def _manifest(pipe: Any, model_name: str, kind: str) -> dict[str, Any]:
         "dim": pipe._embed_dim(),
         "normalized": True,
         "dtype": "float32",
+        "model_dtype": str(pipe.dtype).removeprefix("torch."),
         "text_length": pipe.text_length,
         "preprocessing": pipe.image_processor.to_dict() if kind == "image" else {"max_length": pipe.text_length},
     }
@@ -279,6 +303,7 @@ def _embed_images(args: argparse.Namespace, store: Any) -> int:
                 print(f"siglip: skipped {message}", file=sys.stderr)
 
     skip(unreadable)
+    started = time.perf_counter()
     try:
         with Progress(len(todo), "embedding", unit="img", disable=args.quiet) as bar:
             for batch in iter_image_batches(todo, pipe.image_processor, args.batch_size, args.num_workers):
@@ -296,8 +321,9 @@ def _embed_images(args: argparse.Namespace, store: Any) -> int:
         store.write_errors(errors)
     total = kept + writer.written
     store.write_manifest(manifest, rows=total)
+    rate = writer.written / max(time.perf_counter() - started, 1e-9)
     print(
-        f"{total} images in {args.output} ({writer.written} new, {len(errors)} unreadable"
+        f"{total} images in {args.output} ({writer.written} new at {rate:.1f} img/s, {len(errors)} unreadable"
         + (f", listed in {Path(args.output) / 'errors.jsonl'}" if errors else "")
         + ")",
         file=sys.stderr,
