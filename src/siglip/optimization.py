@@ -157,50 +157,63 @@ def choose_kernels(device: torch.device, dtype: torch.dtype) -> Kernels:
 class Projection:
     """``act(x @ W.T + b)`` or ``x @ W.T + b + residual``, on the kernels ``choose_kernels`` picked.
 
-    With oneDNN the weight may be reordered once into oneDNN's layout for ``rows`` (a typical B*L: the layout is
-    chosen for one shape and works for all) and the activation or residual may be post-ops of the same kernel;
-    otherwise they run right after it, the add in place.
+    ``parts`` are (weight, bias) pairs whose outputs are concatenated (q, k and v as one projection). With oneDNN
+    the activation or residual may be post-ops of the kernel; otherwise they run right after it, the add in place.
+    When the kernels pack, the first call runs on the plain weights, one product per part, and the second call
+    concatenates the parts and reorders them once into oneDNN's layout for ``rows`` (a typical B*L: the layout is
+    chosen for one shape and works for all): a one-off forward (one image at a cold start) pays for neither copy.
     """
 
     def __init__(
         self,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
+        parts: list[tuple[torch.Tensor, torch.Tensor | None]],
         kernels: Kernels,
         activation: str | None = None,
         rows: int = 1024,
     ) -> None:
         self.kernels = kernels
-        self.bias = bias
         self.post_op = ONEDNN_ACTIVATIONS.get(activation) if kernels.fuse and activation else None
         self.activation: Callable[[torch.Tensor], torch.Tensor] | None = None
         if activation is not None and self.post_op is None:
             self.activation = ACTIVATIONS[activation]
-        self.weight = weight
+        self.parts = [(w.detach(), None if b is None else b.detach()) for w, b in parts]
         self.rows = rows
-        self.calls = 0 if kernels.pack else None
+        self.calls: int | None = 0
+        self.weight: torch.Tensor | None = None
+        self.bias: torch.Tensor | None = None
+        if not kernels.pack:
+            self._merge()
+
+    def _merge(self) -> None:
+        weights, biases = zip(*self.parts, strict=True)
+        self.weight = weights[0] if len(weights) == 1 else torch.cat(weights)  # (sum of out features, in)
+        self.bias = None if biases[0] is None else biases[0] if len(biases) == 1 else torch.cat(biases)
+        if self.kernels.pack:
+            self.weight = torch.ops.mkldnn._reorder_linear_weight(self.weight, self.rows)
+        self.parts, self.calls = [], None
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if self.calls is not None:
-            self._count_call()
+            self.calls += 1
+            if self.calls == 1:
+                outputs = [self._product(x, w, b, residual) for w, b in self.parts]
+                return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
+            self._merge()
+        return self._product(x, self.weight, self.bias, residual)
+
+    def _product(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None
+    ) -> torch.Tensor:
         if self.kernels.fuse and residual is not None:
-            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.weight, self.bias, "add")
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
         if self.kernels.onednn:
             attr, algorithm = self.post_op or ("none", None)
-            y = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, attr, [], algorithm)
+            y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [], algorithm)
         else:
-            y = F.linear(x, self.weight, self.bias)
+            y = F.linear(x, weight, bias)
         if residual is not None:
             return y.add_(residual)
         return self.activation(y) if self.activation is not None else y
-
-    def _count_call(self) -> None:
-        """Reorder the weight on the second call: a one-off forward (one image at a cold start) doesn't pay for the
-        reorder, which costs about as much as that forward's product; every later one runs on the packed copy."""
-        self.calls += 1
-        if self.calls >= 2:
-            self.weight = torch.ops.mkldnn._reorder_linear_weight(self.weight, self.rows)
-            self.calls = None
 
 
 def _activation_name(fn: Callable[[torch.Tensor], torch.Tensor]) -> str | None:
@@ -224,14 +237,10 @@ class FastEncoderLayer(SiglipEncoderLayer):
         self.layer_norm1, self.self_attn = layer.layer_norm1, layer.self_attn
         self.layer_norm2, self.mlp = layer.layer_norm2, layer.mlp
         attn, mlp = layer.self_attn, layer.mlp
-        with torch.no_grad():
-            projections = (attn.q_proj, attn.k_proj, attn.v_proj)
-            qkv_weight = torch.cat([p.weight for p in projections])  # (3D, D): q, k, v rows
-            qkv_bias = torch.cat([p.bias for p in projections])
-        self.qkv = Projection(qkv_weight, qkv_bias, kernels, rows=rows)
-        self.out = Projection(attn.out_proj.weight.detach(), attn.out_proj.bias.detach(), kernels, rows=rows)
-        self.fc1 = Projection(mlp.fc1.weight.detach(), mlp.fc1.bias.detach(), kernels, activation, rows)
-        self.fc2 = Projection(mlp.fc2.weight.detach(), mlp.fc2.bias.detach(), kernels, rows=rows)
+        self.qkv = Projection([(p.weight, p.bias) for p in (attn.q_proj, attn.k_proj, attn.v_proj)], kernels, rows=rows)
+        self.out = Projection([(attn.out_proj.weight, attn.out_proj.bias)], kernels, rows=rows)
+        self.fc1 = Projection([(mlp.fc1.weight, mlp.fc1.bias)], kernels, activation, rows)
+        self.fc2 = Projection([(mlp.fc2.weight, mlp.fc2.bias)], kernels, rows=rows)
 
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, output_attentions: bool = False
@@ -259,14 +268,14 @@ class FastAttentionPoolingHead(SiglipMultiheadAttentionPoolingHead):
         self.probe, self.attention, self.layernorm, self.mlp = head.probe, head.attention, head.layernorm, head.mlp
         mha = head.attention
         D, H = mha.embed_dim, mha.num_heads
+        weight, bias = mha.in_proj_weight.detach(), mha.in_proj_bias.detach()
         with torch.no_grad():
-            weight, bias = mha.in_proj_weight, mha.in_proj_bias
             self.query = F.linear(head.probe, weight[:D], bias[:D]).view(1, 1, H, D // H).transpose(1, 2)  # (1,H,1,hd)
-            self.kv = Projection(weight[D:], bias[D:], kernels, rows=rows)
+        self.kv = Projection([(weight[D:], bias[D:])], kernels, rows=rows)
         mlp = head.mlp
-        self.out = Projection(mha.out_proj.weight.detach(), mha.out_proj.bias.detach(), kernels, rows=64)
-        self.fc1 = Projection(mlp.fc1.weight.detach(), mlp.fc1.bias.detach(), kernels, activation, 64)
-        self.fc2 = Projection(mlp.fc2.weight.detach(), mlp.fc2.bias.detach(), kernels, rows=64)
+        self.out = Projection([(mha.out_proj.weight, mha.out_proj.bias)], kernels, rows=64)
+        self.fc1 = Projection([(mlp.fc1.weight, mlp.fc1.bias)], kernels, activation, 64)
+        self.fc2 = Projection([(mlp.fc2.weight, mlp.fc2.bias)], kernels, rows=64)
 
     def forward(self, hidden_state: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N, D) tokens and an optional (B, N) key mask -> (B, D) pooled vector."""
