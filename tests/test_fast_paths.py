@@ -102,7 +102,9 @@ def test_benchmark_command_runs_on_tiny_models(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "r.md").read_text()
     for row in ("image emb/s, float32, batch 1", "image emb/s, bfloat16, batch 4", "text emb/s", "zero-shot job",
-                "cold start", "preprocessing", "peak RSS while loading", "int8 weights"):
+                "cold start", "preprocessing", "peak RSS while loading", "int8 weights", "int8 dynamic",
+                "fp32 optimized vs plain", "min cosine to fp32", "profile", "siglip embed", "MLP block", "CPU flags",
+                "ceilings"):
         assert row in report, row
     assert "identical output" in report
 
