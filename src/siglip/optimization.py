@@ -7,11 +7,10 @@ What the twin does differently (its module tree, parameter names and output type
 
 * Each encoder layer runs as LayerNorm -> one q/k/v projection -> SDPA on views of it -> out_proj + residual ->
   LayerNorm -> fc1 + GELU -> fc2 + residual, with no copies between them. On CPU the projections are oneDNN inner
-  products on weights reordered into oneDNN's blocked layout. In bf16 / fp16 the GELU is an eltwise post-op on
-  the fp32 accumulator and the residual add a binary post-op of the same kernel (issue 14 measured that block 1.6x
-  faster on AMX, and closer to fp32); in fp32 GELU and the add run as torch's vectorised ops right after the
-  kernel, because oneDNN's fp32 post-ops cost more than the pass they save (the "MLP block" rows of
-  benchmarks/RESULTS.md, which ``choose_kernels`` follows).
+  products. In bf16 / fp16 they run on weights reordered into oneDNN's blocked layout, with the GELU as an eltwise
+  post-op on the fp32 accumulator and the residual add as a binary post-op of the same kernel (issue 14 measured
+  that block 1.6x faster on AMX, and closer to fp32); in fp32 they read the plain weights and GELU and the add run
+  as torch's vectorised ops right after the kernel (``choose_kernels`` says why).
 * The attention-pooling head's query is the same learned probe for every image, so its projection is computed
   once; keys and values come from one projection, and attention runs through SDPA.
 * On CUDA the same structure runs on cuBLAS (one q/k/v GEMM) and SDPA, which picks flash or memory-efficient
@@ -20,10 +19,11 @@ What the twin does differently (its module tree, parameter names and output type
   computes in float32 on the rounded weights and returns outputs in the requested dtype. torch's own bf16 matmul
   on such CPUs runs one to two orders of magnitude below float32 (the ceilings in benchmarks/RESULTS.md).
 
-Memory: parameters that keep their device and dtype are shared with the plain model, not copied. The twin adds
-the reordered projection weights, made on a projection's second call so that a one-off forward doesn't pay for
-them: about the size of the encoders' linear weights again (+0.65 GiB for a base model in float32). Converting
-(``dtype`` / ``device`` other than the model's) copies the parameters once.
+Memory: parameters that keep their device and dtype are shared with the plain model, not copied. The twin adds the
+concatenated q/k/v weights (a quarter of the encoders' linear weights: +0.16 GiB for a base model in float32) and,
+in bf16 / fp16 on CPU, the reordered copies of all projection weights instead (about the encoders' linear weights
+again: +0.33 GiB for a base model in bf16). Converting (``dtype`` / ``device`` other than the model's) copies the
+parameters once.
 
 Inference only: the twin refuses ``.train()``, moving or casting (optimize the plain model again instead), saving,
 inputs that require grad, ``backward()`` through its outputs, and running after the plain model's weights changed
@@ -140,28 +140,29 @@ class Kernels:
 
 
 def choose_kernels(device: torch.device, dtype: torch.dtype) -> Kernels:
-    """The fastest kernels measured for ``dtype`` on ``device`` (benchmarks/RESULTS.md).
+    """The fastest kernels measured for ``dtype`` on ``device`` (the "MLP block" rows of benchmarks/RESULTS.md).
 
-    bf16 / fp16 on CPU: oneDNN with packed weights and post-ops (AMX and AVX512-BF16 want the blocked layout, and
-    GELU on the fp32 accumulator is both faster and closer to fp32). fp32 on CPU: oneDNN GEMMs on packed weights,
-    with GELU and the residual add as separate vectorised torch ops: oneDNN's fp32 GELU post-op is slower than the
-    GEMM saves. Elsewhere (CUDA): ``F.linear`` and torch's elementwise ops.
+    bf16 / fp16 on CPU: oneDNN with packed weights and post-ops (AMX and AVX512-BF16 kernels want the blocked
+    layout, and GELU on the fp32 accumulator is both faster and closer to fp32: issue 14). fp32 on CPU: oneDNN
+    reading the plain weights, GELU and the residual add as torch's vectorised ops. On this AVX2 CPU, oneDNN's
+    fp32 GELU post-op costs more than the pass it saves, and packing gained ~8% at batch 8 and nothing at batch 1
+    for 0.9 s of reordering (SigLIP base) that every cold start would pay, plus a copy of the weights.
+    Elsewhere (CUDA): ``F.linear`` and torch's elementwise ops.
     """
     if device.type != "cpu" or not _onednn_supports(dtype):
         return Kernels()
     if dtype == torch.float32:
-        return Kernels(onednn=True, pack=True, fuse=False)
+        return Kernels(onednn=True)
     return Kernels(onednn=True, pack=True, fuse=True)
 
 
 class Projection:
     """``act(x @ W.T + b)`` or ``x @ W.T + b + residual``, on the kernels ``choose_kernels`` picked.
 
-    ``parts`` are (weight, bias) pairs whose outputs are concatenated (q, k and v as one projection). With oneDNN
-    the activation or residual may be post-ops of the kernel; otherwise they run right after it, the add in place.
-    When the kernels pack, the first call runs on the plain weights, one product per part, and the second call
-    concatenates the parts and reorders them once into oneDNN's layout for ``rows`` (a typical B*L: the layout is
-    chosen for one shape and works for all): a one-off forward (one image at a cold start) pays for neither copy.
+    ``parts`` are (weight, bias) pairs whose outputs are concatenated (q, k and v as one projection); several parts
+    are concatenated once, here. With packing the weight is reordered once into oneDNN's blocked layout for
+    ``rows`` (a typical B*L: the layout is chosen for one shape and works for all). With oneDNN post-ops the
+    activation or the residual add run inside the kernel; otherwise right after it, the add in place.
     """
 
     def __init__(
@@ -176,41 +177,20 @@ class Projection:
         self.activation: Callable[[torch.Tensor], torch.Tensor] | None = None
         if activation is not None and self.post_op is None:
             self.activation = ACTIVATIONS[activation]
-        self.parts = [(w.detach(), None if b is None else b.detach()) for w, b in parts]
-        self.rows = rows
-        self.calls: int | None = 0
-        self.weight: torch.Tensor | None = None
-        self.bias: torch.Tensor | None = None
-        if not kernels.pack:
-            self._merge()
-
-    def _merge(self) -> None:
-        weights, biases = zip(*self.parts, strict=True)
-        self.weight = weights[0] if len(weights) == 1 else torch.cat(weights)  # (sum of out features, in)
-        self.bias = None if biases[0] is None else biases[0] if len(biases) == 1 else torch.cat(biases)
-        if self.kernels.pack:
-            self.weight = torch.ops.mkldnn._reorder_linear_weight(self.weight, self.rows)
-        self.parts, self.calls = [], None
+        with torch.no_grad():
+            weights, biases = zip(*parts, strict=True)
+            weight = weights[0].detach() if len(weights) == 1 else torch.cat(weights)  # (sum of out features, in)
+            self.bias = None if biases[0] is None else biases[0].detach() if len(biases) == 1 else torch.cat(biases)
+            self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, rows) if kernels.pack else weight
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if self.calls is not None:
-            self.calls += 1
-            if self.calls == 1:
-                outputs = [self._product(x, w, b, residual) for w, b in self.parts]
-                return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
-            self._merge()
-        return self._product(x, self.weight, self.bias, residual)
-
-    def _product(
-        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None
-    ) -> torch.Tensor:
         if self.kernels.fuse and residual is not None:
-            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.weight, self.bias, "add")
         if self.kernels.onednn:
             attr, algorithm = self.post_op or ("none", None)
-            y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [], algorithm)
+            y = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, attr, [], algorithm)
         else:
-            y = F.linear(x, weight, bias)
+            y = F.linear(x, self.weight, self.bias)
         if residual is not None:
             return y.add_(residual)
         return self.activation(y) if self.activation is not None else y
