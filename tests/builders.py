@@ -280,6 +280,28 @@ def write_checkpoint(
     return folder
 
 
+def joint_inputs(family: str, batch: int = 3, seed: int = 0) -> dict:
+    """Joint-model inputs: ids with an attention mask (last rows padded), and images (NaFlex: mixed grids)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 1000, (batch, 64), generator=g)
+    mask = torch.ones(batch, 64, dtype=torch.long)
+    mask[1:, 40:] = 0
+    out = {"input_ids": ids, "attention_mask": mask}
+    if family == "siglip":
+        out["pixel_values"] = torch.randn(batch, 3, 32, 32, generator=g)
+        return out
+    shapes = [(16, 16), (7, 30), (1, 100), (12, 5)][:batch]
+    pixels = torch.zeros(batch, 256, 768)
+    patch_mask = torch.zeros(batch, 256, dtype=torch.int32)
+    for i, (h, w) in enumerate(shapes):
+        pixels[i, : h * w] = torch.randn(h * w, 768, generator=g)
+        patch_mask[i, : h * w] = 1
+    out.update(pixel_values=pixels, pixel_attention_mask=patch_mask, spatial_shapes=torch.tensor(shapes))
+    return out
+
+
 def install_in_hub_cache(cache: Path, repo_id: str, source: Path) -> Path:
     """Copy a folder into a Hugging Face hub cache as huggingface_hub lays it out (blobs, snapshot, refs/main)."""
     import os

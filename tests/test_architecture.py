@@ -27,7 +27,7 @@ LAYERS = [
     "modeling_utils",
     "modeling_siglip",
     "modeling_siglip2",
-    "compilation",
+    "optimization",
     # preprocessing
     "image_io",
     "image_utils",

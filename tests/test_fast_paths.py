@@ -1,5 +1,5 @@
-"""Opt-in fast paths keep parity: bf16 on CPU, torchao int8 weights, torch.compile, bitsandbytes (CUDA only); and
-the benchmark command runs end to end on tiny models (benchmarks are never timed tests)."""
+"""Opt-in paths keep parity: bf16 on CPU, torchao int8 weights, bitsandbytes (CUDA only); and the benchmark command
+runs end to end on tiny models (benchmarks are never timed tests). ``siglip.optimize`` has tests/test_optimize.py."""
 
 from __future__ import annotations
 
@@ -50,39 +50,25 @@ def test_bf16_embeddings_cosine_to_fp32(folder):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_int8_weights_keep_cosine_and_shrink_memory(folder, dtype):
-    """fp32 and bf16: int8 weights keep embeddings within cosine 0.99 and take under 30% of fp32 memory."""
+    """optimize(int8_weights=True) in fp32 and bf16: embeddings within cosine 0.99, the twin's linear weights under
+    30% of fp32 memory, and the plain model keeps its own."""
     pytest.importorskip("torchao", reason="the quant extra (torchao) is part of the test install")
     pixels, ids = _inputs(1)
     model = siglip.AutoModel.from_pretrained(folder, dtype=dtype)
     ref = _embeds(model, pixels, ids)
-    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    twin = siglip.optimize(model, int8_weights=True)
+    linears = [m for m in twin.modules() if type(m) is torch.nn.Linear]
     fp32_bytes = sum(m.weight.numel() * 4 for m in linears)
-    siglip.quantize_int8(model)
-    stored = {id(m): siglip.quantization.weight_bytes(m.weight) for m in linears}
-    # every linear layer but the MAP head's attention projections holds int8 data now
-    int8 = [m for m in linears if siglip.quantization.is_quantized(m.weight)]
-    assert len(int8) == len(linears) > 10
-    assert sum(stored.values()) < 0.3 * fp32_bytes
-    embeds = _embeds(model, pixels, ids)
+    # every linear layer but the MAP head's attention projections holds int8 data now; the plain model's don't
+    assert len(linears) > 10 and all(siglip.quantization.is_quantized(m.weight) for m in linears)
+    assert sum(siglip.quantization.weight_bytes(m.weight) for m in linears) < 0.3 * fp32_bytes
+    assert not any(siglip.quantization.is_quantized(p) for p in model.parameters())
+    embeds = _embeds(twin, pixels, ids)
     for a, b in zip(embeds, ref, strict=True):
         assert F.cosine_similarity(a, b).min() >= 0.99
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_compile_model_matches_eager(folder, dtype):
-    """fp32 equals eager to 1e-4; bf16 within cosine 0.999."""
-    model = siglip.AutoModel.from_pretrained(folder, dtype=dtype)
-    pixels, ids = _inputs(2)
-    ref = _embeds(model, pixels, ids)
-    siglip.compile_model(model)
-    out = _embeds(model, pixels, ids)
-    for a, b in zip(out, ref, strict=True):
-        if dtype == torch.float32:
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-        else:
-            assert F.cosine_similarity(a, b).min() >= 0.999
-    with pytest.raises(ValueError, match="call model.eval"):
-        siglip.compile_model(siglip.AutoModel.from_pretrained(folder).train())
+    assert siglip.optimize(twin, int8_weights=True) is twin
+    with pytest.raises(ValueError, match="int8_weights"):
+        siglip.optimize(twin)
 
 
 def test_bitsandbytes_without_cuda_fails_in_one_line(folder):
@@ -137,6 +123,14 @@ def test_benchmark_command_runs_on_tiny_models(tmp_path):
         "preprocessing",
         "peak RSS while loading",
         "int8 weights",
+        "int8 dynamic",
+        "fp32 optimized vs plain",
+        "min cosine to fp32",
+        "profile",
+        "siglip embed",
+        "MLP block",
+        "CPU flags",
+        "ceilings",
     ):
         assert row in report, row
     assert "identical output" in report

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
         AutoTokenizer,
     )
     from .batch_feature import BatchFeature
-    from .compilation import compile_model
     from .config import (
         Siglip2Config,
         Siglip2TextConfig,
@@ -55,6 +54,7 @@ if TYPE_CHECKING:
         Siglip2VisionModel,
     )
     from .modeling_utils import BaseModelOutputWithPooling, ImageClassifierOutput
+    from .optimization import optimize
     from .pipelines import ZeroShotImageClassificationPipeline, pipeline
     from .processing import AutoProcessor, Siglip2Processor, SiglipProcessor
     from .quantization import BitsAndBytesConfig, quantize_int8
@@ -70,7 +70,6 @@ _EXPORTS: dict[str, str] = {
     "AutoModelForImageClassification": "auto",
     "AutoTokenizer": "auto",
     "BatchFeature": "batch_feature",
-    "compile_model": "compilation",
     "Siglip2Config": "config",
     "Siglip2TextConfig": "config",
     "Siglip2VisionConfig": "config",
@@ -102,6 +101,7 @@ _EXPORTS: dict[str, str] = {
     "AutoProcessor": "processing",
     "Siglip2Processor": "processing",
     "SiglipProcessor": "processing",
+    "optimize": "optimization",
     "BitsAndBytesConfig": "quantization",
     "quantize_int8": "quantization",
     "EmbeddingStore": "store",

@@ -45,7 +45,14 @@ def add_model_options(parser: argparse.ArgumentParser, model_default: str | None
         "--dtype",
         default="auto",
         choices=["auto", "float32", "bfloat16", "float16"],
-        help="weights dtype (default: auto)",
+        help="compute dtype; auto (default): bfloat16 on CPUs that multiply it natively (AMX, AVX512-BF16), float32 "
+        "on other CPUs, the checkpoint's dtype on GPUs",
+    )
+    group.add_argument(
+        "--no-optimize",
+        dest="optimize",
+        action="store_false",
+        help="run the plain model instead of its fused inference twin (siglip.optimize)",
     )
     group.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: 16)")
     group.add_argument(
@@ -58,7 +65,8 @@ def add_model_options(parser: argparse.ArgumentParser, model_default: str | None
 
 
 def load_pipeline(args: argparse.Namespace, model: str | None = None) -> Any:
-    """The zero-shot pipeline for ``--model`` with ``--device`` / ``--dtype`` / ``--batch-size``."""
+    """The zero-shot pipeline for ``--model`` with ``--device`` / ``--dtype`` / ``--batch-size`` / ``--no-optimize``."""
+    from .optimization import command_dtype
     from .pipelines import pipeline
 
     name = model or args.model
@@ -69,10 +77,11 @@ def load_pipeline(args: argparse.Namespace, model: str | None = None) -> Any:
         pipe = pipeline(
             "zero-shot-image-classification",
             model=name,
-            dtype=args.dtype,
+            dtype=command_dtype(args.dtype, args.device),
             device=device,
             device_map=device_map,
             batch_size=positive("--batch-size", args.batch_size),
+            optimize=getattr(args, "optimize", True),
         )
     except CheckpointError as e:
         raise CLIError(f"{e} (use --model PATH for a local checkpoint folder, or --model {DEMO_MODEL})") from None
@@ -180,6 +189,7 @@ def _embed_images(args: argparse.Namespace, store: Any) -> int:
     from .jobs import embed_images
 
     pipe = load_pipeline(args)
+    started = time.perf_counter()
     report = embed_images(
         pipe,
         args.inputs,
@@ -193,8 +203,10 @@ def _embed_images(args: argparse.Namespace, store: Any) -> int:
         log=log.info,
     )
     where = f", listed in {Path(args.output) / 'errors.jsonl'}" if report.failures else ""
+    rate = report.written / max(time.perf_counter() - started, 1e-9)  # listing, decoding and the model together
     print(
-        f"{report.total} images in {args.output} ({report.written} new, {len(report.failures)} unreadable{where})",
+        f"{report.total} images in {args.output} ({report.written} new at {rate:.1f} img/s, "
+        f"{len(report.failures)} unreadable{where})",
         file=sys.stderr,
     )
     return 0
@@ -297,6 +309,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key or os.environ.get("SIGLIP_API_KEY") or None,
         dtype=args.dtype,
         device=args.device,
+        optimize=args.optimize,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
@@ -345,7 +358,14 @@ def add_serve_parser(sub: Any) -> None:
         "--dtype",
         default="auto",
         choices=["auto", "float32", "bfloat16", "float16"],
-        help="weights dtype (default: auto)",
+        help="compute dtype; auto (default): bfloat16 on CPUs that multiply it natively (AMX, AVX512-BF16), float32 "
+        "on other CPUs, the checkpoint's dtype on GPUs",
+    )
+    p.add_argument(
+        "--no-optimize",
+        dest="optimize",
+        action="store_false",
+        help="run the plain model instead of its fused inference twin (siglip.optimize)",
     )
     group = p.add_argument_group("batching and limits")
     limits = [

@@ -94,7 +94,7 @@ def classify_images(
 
 
 def store_manifest(pipe: ZeroShotImageClassificationPipeline, model_name: str, kind: str) -> dict[str, Any]:
-    """What a store records about how its rows were made: model, kind, dimension, preprocessing."""
+    """What a store records about how its rows were made: model, kind, dimension, compute dtype, preprocessing."""
     folder = Path(model_name).expanduser()
     model_id = str(folder.resolve()) if folder.is_dir() else model_name
     return {
@@ -104,6 +104,7 @@ def store_manifest(pipe: ZeroShotImageClassificationPipeline, model_name: str, k
         "dim": pipe.embed_dim,
         "normalized": True,
         "dtype": "float32",
+        "model_dtype": str(pipe.dtype).removeprefix("torch."),  # the compute dtype: embed refuses to mix them
         "text_length": pipe.text_length,
         "preprocessing": pipe.image_processor.to_dict() if kind == "image" else {"max_length": pipe.text_length},
     }

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from .auto import AutoImageProcessor, AutoModel, AutoTokenizer
 from .files import Checkpoint, split_hub_kwargs
 from .image_io import load_image
+from .optimization import optimize as optimize_model
 from .weights import resolve_device
 
 DEFAULT_TEMPLATE = "This is a photo of {}."
@@ -244,13 +245,16 @@ def pipeline(
     device: Any = None,
     device_map: Any = None,
     batch_size: int = 8,
+    optimize: bool = True,
     **kwargs: Any,
 ) -> ZeroShotImageClassificationPipeline:
     """``pipeline("zero-shot-image-classification", model="google/siglip2-base-patch16-224")``.
 
     ``model`` is a folder, a hub id or a loaded model (then pass ``tokenizer`` and ``image_processor``, or a
     ``processor``). ``dtype`` / ``device`` / ``device_map`` are as in ``from_pretrained`` (an int device is a CUDA
-    index, as in transformers).
+    index, as in transformers). ``optimize`` (default) runs the model through ``siglip.optimize``: the pipeline's
+    ``model`` is then the fast inference-only twin, and a loaded model passed in is left as it was (converted
+    copies go to the twin). ``optimize=False`` uses the plain model, moved and cast in place as transformers does.
     """
     task = task or "zero-shot-image-classification"
     if task not in TASKS:
@@ -265,15 +269,19 @@ def pipeline(
         )
         tokenizer = tokenizer or tok
         image_processor = image_processor or proc
-        model = loaded
+        model = optimize_model(loaded) if optimize else loaded
     else:
         if processor is not None:
             tokenizer = tokenizer or processor.tokenizer
             image_processor = image_processor or processor.image_processor
         if tokenizer is None or image_processor is None:
             raise ValueError("with a loaded model, pass tokenizer= and image_processor= (or processor=)")
-        if device is not None or device_map is not None:
-            model = model.to(resolve_pipeline_device(device if device is not None else device_map))
-        if dtype not in (None, "auto"):
-            model = model.to(dtype)
+        target = device if device is not None else device_map
+        target = resolve_pipeline_device(target) if target is not None else None
+        dtype = dtype if dtype not in (None, "auto") else None
+        if optimize:
+            model = optimize_model(model, dtype=dtype, device=target)
+        else:
+            model = model.to(target) if target is not None else model
+            model = model.to(dtype) if dtype is not None else model
     return ZeroShotImageClassificationPipeline(model, tokenizer, image_processor, batch_size=batch_size)

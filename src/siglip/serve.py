@@ -88,6 +88,7 @@ class ServeConfig:
     api_key: str | None = None
     dtype: str = "auto"
     device: str = "auto"
+    optimize: bool = True  # run siglip.optimize's inference twin (--no-optimize: the plain model)
     max_batch_size: int = 32  # items per forward pass
     max_wait_ms: float = 10.0  # how long the oldest queued request waits for its batch to fill
     max_queue: int = 256  # requests admitted at once (being read, decoded or waiting for the model); then 503
@@ -123,18 +124,21 @@ class ServeConfig:
             raise ValueError(f"--port must be between 0 and 65535, got {self.port}")
 
 
-def load_model(model: str, dtype: str = "auto", device: str = "auto") -> Any:
+def load_model(model: str, dtype: str = "auto", device: str = "auto", optimize: bool = True) -> Any:
     """The zero-shot pipeline the service runs, loaded as ``siglip classify`` loads it (device "auto": CUDA when
-    available). Every endpoint computes through its methods, so results equal ``siglip.pipeline``'s."""
+    available; dtype "auto": ``optimization.command_dtype``; optimized unless ``optimize=False``). Every endpoint
+    computes through its methods, so results equal ``siglip.pipeline``'s."""
+    from .optimization import command_dtype
     from .pipelines import pipeline
 
     auto = device == "auto"
     return pipeline(
         "zero-shot-image-classification",
         model=model,
-        dtype=dtype,
+        dtype=command_dtype(dtype, device),
         device=None if auto else device,
         device_map="auto" if auto else None,
+        optimize=optimize,
     )
 
 
@@ -808,7 +812,7 @@ class Service:
         from .store import EmbeddingStore
 
         started = time.perf_counter()
-        pipe = load_model(self.config.model, self.config.dtype, self.config.device)
+        pipe = load_model(self.config.model, self.config.dtype, self.config.device, self.config.optimize)
         if self.config.store:
             store = EmbeddingStore(self.config.store)
             manifest = store.read_manifest()

@@ -2,7 +2,7 @@
 
 Layout of an output folder::
 
-    manifest.json            model, preprocessing, kind (image/text), dimension, row count
+    manifest.json            model, preprocessing, kind (image/text), dimension, compute dtype, row count
     shards/000007.npy        float32 (n, D) embeddings, L2-normalised
     shards/000007.parquet    the n metadata rows, same order (.jsonl when pyarrow is not installed)
     errors.jsonl             files of the last run that could not be read, one {"path", "error"} a line
@@ -135,6 +135,15 @@ class EmbeddingStore:
                         f"{self.root} holds embeddings with {key}={old.get(key)!r}, this run has "
                         f"{key}={manifest.get(key)!r}; use the same settings or another --output folder"
                     )
+            if old.get("model_dtype") not in (
+                None,
+                manifest.get("model_dtype"),
+            ):  # stores written before it was recorded have none
+                raise StoreError(
+                    f"{self.root} holds embeddings computed in {old['model_dtype']}, this run computes in "
+                    f"{manifest.get('model_dtype')}; pass --dtype {old['model_dtype']} to add to it, or use another "
+                    f"--output folder"
+                )
         try:
             self.shard_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
