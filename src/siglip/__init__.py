@@ -58,6 +58,10 @@ _EXPORTS: dict[str, str] = {
     "pipeline": "pipelines",
     "ZeroShotImageClassificationPipeline": "pipelines",
     "EmbeddingStore": "store",
+    # ONNX export and runtime
+    "export_onnx": "export",
+    "ExportError": "export",
+    "OnnxModel": "onnx_backend",
     # quantization
     "BitsAndBytesConfig": "quantization",
     "quantize_int8": "quantization",
@@ -94,6 +98,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         SiglipTextConfig,
         SiglipVisionConfig,
     )
+    from .export import ExportError, export_onnx  # noqa: F401
     from .hub import CheckpointError  # noqa: F401
     from .modeling_siglip import (  # noqa: F401
         SiglipForImageClassification,
@@ -102,3 +107,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         SiglipTextModel,
         SiglipVisionModel,
     )
+    from .onnx_backend import OnnxModel  # noqa: F401

@@ -220,13 +220,17 @@ def load_model_and_preprocessing(
     device_map: Any = None,
     **kwargs: Any,
 ) -> tuple[Any, Any, Any]:
-    """Model, tokenizer and image processor from one folder or hub id."""
+    """Model, tokenizer and image processor from one folder or hub id (an ONNX export folder gives an
+    ``OnnxModel``; ``providers=`` picks its ONNX Runtime execution providers)."""
     from .auto import AutoModel
     from .hub import resolve_folder, split_hub_kwargs
     from .image_processing import AutoImageProcessor
+    from .onnx_backend import is_onnx_export, load_onnx_export
     from .tokenization import AutoTokenizer
 
     folder = resolve_folder(model, **split_hub_kwargs(kwargs))
+    if is_onnx_export(folder):  # a folder written by `siglip export onnx`: run by ONNX Runtime
+        return load_onnx_export(folder, dtype=dtype, device=device, device_map=device_map, **kwargs)
     if device_map is None:
         device = resolve_pipeline_device(device)
     loaded = AutoModel.from_pretrained(folder, dtype=dtype, device=device, device_map=device_map, **kwargs)
