@@ -356,6 +356,31 @@ def test_cuda_device_asks_for_the_cuda_provider(exports, capsys):
     assert code == 1 and "CUDAExecutionProvider not available" in err
 
 
+def test_benchmark_runs_on_the_exports(exports, tmp_path):
+    """benchmarks/bench_onnx.py --quick runs end to end and replaces its own RESULTS.md section. It gets this
+    module's SigLIP checkpoint and export where it reuses them, so nothing is exported again (the float32 export
+    stands in for the int8 one: int8 accuracy is checked above)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "SigLIP_tiny").symlink_to(exports.checkpoint("siglip"))
+    for kind in ("float32", "int8"):
+        (work / f"SigLIP_tiny-onnx-{kind}").symlink_to(exports.onnx("siglip"))
+    report = tmp_path / "RESULTS.md"
+    earlier = "<!-- bench_onnx.py: start -->\n## an earlier run\n<!-- bench_onnx.py: end -->\n"
+    report.write_text(f"# Benchmarks\n\nkept\n\n{earlier}\nkept too\n")
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_onnx.py"), "--quick", "--workdir",
+                             str(work), "--out", str(report)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = report.read_text()
+    assert text.startswith("# Benchmarks\n\nkept\n") and text.endswith("\nkept too\n")  # its section replaced
+    assert "an earlier run" not in text and text.count("## ONNX Runtime against PyTorch") == 1
+    for row in ("image embeddings, batch 1", "image embeddings, batch 4", "text embeddings, batch 8"):
+        assert f"SigLIP tiny {row}" in text, row
+    cosines = [float(c) for c in re.findall(r"int8 cosine to fp32 ([0-9.]+)", text)]
+    assert len(cosines) == 3 and min(cosines) >= 0.99
+    assert "(reused)" in text
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Bad input: clear one-line errors, never a half-written folder
 # ------------------------------------------------------------------------------------------------------------
