@@ -37,11 +37,13 @@ LAYERS = [
     # which class a checkpoint wants, then what is built from several parts
     "auto",
     "processing",
+    "onnx_backend",
     "pipelines",
     # batch jobs and commands
     "data",
     "store",
     "jobs",
+    "export",
     "cli_utils",
     "train.config",
     "train.data",

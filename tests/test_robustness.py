@@ -98,6 +98,14 @@ MATRIX = [
     ("a broken checkpoint in the CLI", "test_broken_checkpoint_in_the_cli"),
     (".bin only with weights_only=True; no pickle ever runs", "test_pickles_never_run"),
     ("no remote code (trust_remote_code ignored, modeling_*.py never imported)", "test_no_remote_code"),
+    # ONNX export: a one-line error and no folder; the exported model checks its inputs as the PyTorch model
+    ("bad export options (dtype, opset, quantization)", "test_export.py::test_bad_options_give_one_line_errors"),
+    ("a model that can't be exported; an output folder in use", "test_export.py::test_unsupported_models_and_folders"),
+    (
+        "an export that fails its check against PyTorch",
+        "test_export.py::test_a_failed_check_or_export_leaves_no_folder",
+    ),
+    ("bad inputs to an ONNX export", "test_export.py::test_backend_input_errors"),
     # properties
     (
         "any unicode text: ids in the vocabulary, within the length limit",

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         SiglipTextConfig,
         SiglipVisionConfig,
     )
+    from .export import ExportError, export_onnx
     from .files import CheckpointError
     from .image_io import ImageLoadError, load_image
     from .image_processing import (
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
         Siglip2VisionModel,
     )
     from .modeling_utils import BaseModelOutputWithPooling, ImageClassifierOutput
+    from .onnx_backend import OnnxModel
     from .optimization import optimize
     from .pipelines import ZeroShotImageClassificationPipeline, pipeline
     from .processing import AutoProcessor, Siglip2Processor, SiglipProcessor
@@ -102,6 +104,9 @@ _EXPORTS: dict[str, str] = {
     "Siglip2Processor": "processing",
     "SiglipProcessor": "processing",
     "optimize": "optimization",
+    "export_onnx": "export",
+    "ExportError": "export",
+    "OnnxModel": "onnx_backend",
     "BitsAndBytesConfig": "quantization",
     "quantize_int8": "quantization",
     "EmbeddingStore": "store",

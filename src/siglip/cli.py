@@ -1,4 +1,4 @@
-"""The ``siglip`` command: ``classify``, ``embed``, ``search`` (and ``train``, from ``siglip.train``).
+"""The ``siglip`` command: ``classify``, ``embed``, ``search``, ``export onnx`` (and ``train``, from ``siglip.train``).
 
 Results go to stdout, progress and logs to stderr. A failure exits non-zero with one line
 ``siglip: error: <reason>``; unreadable images in batch jobs are skipped, reported on stderr and (for ``embed``)
@@ -38,7 +38,8 @@ def add_model_options(parser: argparse.ArgumentParser, model_default: str | None
     group.add_argument(
         "--model",
         default=model_default,
-        help=f"checkpoint folder, hub id, or '{DEMO_MODEL}' for the bundled demo model (default: {model_default})",
+        help=f"checkpoint folder, hub id, ONNX export folder (siglip export onnx), or '{DEMO_MODEL}' for the bundled "
+        f"demo model (default: {model_default})",
     )
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available; default)")
     group.add_argument(
@@ -77,7 +78,7 @@ def load_pipeline(args: argparse.Namespace, model: str | None = None) -> Any:
         pipe = pipeline(
             "zero-shot-image-classification",
             model=name,
-            dtype=command_dtype(args.dtype, args.device),
+            dtype=command_dtype(args.dtype, args.device, name),
             device=device,
             device_map=device_map,
             batch_size=positive("--batch-size", args.batch_size),
@@ -392,6 +393,46 @@ def add_serve_parser(sub: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# export
+# ------------------------------------------------------------------------------------------------------------
+
+EXPORT_ONNX_EXAMPLES = """examples:
+  siglip export onnx --model google/siglip2-base-patch16-naflex --output siglip2-naflex-onnx
+  siglip export onnx --model runs/photos --output photos-onnx --quantize int8
+  siglip export onnx --model siglip-demo --output demo-onnx --dtype float16 --opset 18
+  siglip classify cat.jpg --labels cat dog --model siglip2-naflex-onnx    # run by ONNX Runtime
+
+Output: DIR/text_model.onnx and DIR/vision_model.onnx (one graph per tower, dynamic batch; NaFlex also a dynamic
+patch count), config.json, the tokenizer and preprocessor files, and onnx_export.json (options, logit_scale /
+logit_bias, the check against PyTorch). Every graph is checked in ONNX Runtime before DIR appears.
+"""
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    try:
+        output = export_onnx(
+            args.model,
+            args.output,
+            opset=args.opset,
+            dtype=args.dtype,
+            quantize=args.quantize,
+            overwrite=args.overwrite,
+        )
+    except ImportError as e:
+        raise CLIError(str(e)) from None
+    info = json.loads((output / "onnx_export.json").read_text(encoding="utf-8"))
+    for file, check in info["verification"].items():
+        diffs = ", ".join(f"{name} {value:.2g}" for name, value in check["max_abs_diff"].items())
+        size = (output / file).stat().st_size / 2**20
+        print(
+            f"{output / file}  {size:.1f} MiB  max abs diff to PyTorch: {diffs}; min cosine {check['min_cosine']:.6f}"
+        )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------
 # entry point
 # ------------------------------------------------------------------------------------------------------------
 
@@ -399,7 +440,8 @@ def add_serve_parser(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="siglip",
-        description="SigLIP / SigLIP2 image-text models: zero-shot classification, embeddings, search, training.",
+        description="SigLIP / SigLIP2 image-text models: zero-shot classification, embeddings, search, ONNX export, "
+        "training.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="run `siglip COMMAND --help` for a command's options and examples",
     )
@@ -452,6 +494,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
     add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "export",
+        help="export a model for another runtime (ONNX)",
+        description="Export a model to another runtime's format.",
+    )
+    formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    p = formats.add_parser(
+        "onnx",
+        help="ONNX graphs of both towers, checked in ONNX Runtime",
+        epilog=EXPORT_ONNX_EXAMPLES,
+        formatter_class=fmt,
+        description="Export to ONNX through torch.onnx (dynamo) and check every graph in ONNX "
+        "Runtime against PyTorch on other batch sizes and shapes.",
+    )
+    p.add_argument("--model", required=True, help=f"checkpoint folder, hub id, or '{DEMO_MODEL}'")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="folder to create")
+    p.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset, 18..22 (default: torch's, 20)")
+    p.add_argument("--dtype", default="float32", metavar="DTYPE", help="float32 (default) or float16")
+    p.add_argument("--quantize", default=None, metavar="MODE", help="int8: dynamic int8 quantization (ONNX Runtime)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in DIR")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+    p.set_defaults(func=cmd_export_onnx)
 
     add_serve_parser(sub)
 

@@ -30,6 +30,7 @@ SPIECE_NAME = "spiece.model"
 TOKENIZER_NAME = "tokenizer.json"
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 PROCESSOR_CONFIG_NAME = "processor_config.json"
+ONNX_EXPORT_INFO_NAME = "onnx_export.json"  # marks a folder written by `siglip export onnx`
 
 # Files a checkpoint may need; only these are ever fetched from the hub (never code).
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
@@ -125,6 +126,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     """``data`` as indented JSON with sorted keys and a final newline (how every config file here is written)."""
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def is_onnx_export(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a local folder written by ``siglip export onnx`` (it holds ``onnx_export.json``)."""
+    return (Path(folder).expanduser() / ONNX_EXPORT_INFO_NAME).is_file()
 
 
 def is_temporary(path: Path) -> bool:

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .files import is_onnx_export
 from .modeling_siglip import (
     ACTIVATIONS,
     SiglipEncoderLayer,
@@ -100,10 +101,11 @@ def auto_dtype(device: torch.device | str) -> torch.dtype | None:
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
-def command_dtype(dtype: str, device: str) -> str | torch.dtype:
+def command_dtype(dtype: str, device: str, model: str | None = None) -> str | torch.dtype:
     """The commands' and the server's ``--dtype``: ``auto`` resolved by ``auto_dtype`` for ``device`` (``auto``:
-    CUDA when available), other names passed through."""
-    if dtype != "auto":
+    CUDA when available), other names passed through. An ONNX export ``model`` keeps ``auto``: its graphs fix
+    their own dtype."""
+    if dtype != "auto" or (model is not None and is_onnx_export(model)):
         return dtype
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

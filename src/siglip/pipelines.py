@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from .auto import AutoImageProcessor, AutoModel, AutoTokenizer
-from .files import Checkpoint, split_hub_kwargs
+from .files import Checkpoint, is_onnx_export, split_hub_kwargs
 from .image_io import load_image
+from .onnx_backend import OnnxModel, load_onnx_export
 from .optimization import optimize as optimize_model
 from .weights import resolve_device
 
@@ -226,8 +227,12 @@ def load_model_and_preprocessing(
     device_map: Any = None,
     **kwargs: Any,
 ) -> tuple[Any, Any, Any]:
-    """Model, tokenizer and image processor from one folder or hub id, resolved once (each file parsed once)."""
+    """Model, tokenizer and image processor from one folder or hub id, resolved once (each file parsed once). An
+    ONNX export folder (``siglip export onnx``) gives an ``OnnxModel``; ``providers=`` picks its ONNX Runtime
+    execution providers."""
     checkpoint = Checkpoint.resolve(model, **split_hub_kwargs(kwargs))
+    if is_onnx_export(checkpoint.folder):  # run by ONNX Runtime
+        return load_onnx_export(checkpoint, dtype=dtype, device=device, device_map=device_map, **kwargs)
     if device_map is None:
         device = resolve_pipeline_device(device)
     loaded = AutoModel.from_pretrained(checkpoint, dtype=dtype, device=device, device_map=device_map, **kwargs)
@@ -255,6 +260,7 @@ def pipeline(
     index, as in transformers). ``optimize`` (default) runs the model through ``siglip.optimize``: the pipeline's
     ``model`` is then the fast inference-only twin, and a loaded model passed in is left as it was (converted
     copies go to the twin). ``optimize=False`` uses the plain model, moved and cast in place as transformers does.
+    A folder written by ``siglip export onnx`` runs in ONNX Runtime (``providers=`` picks execution providers).
     """
     task = task or "zero-shot-image-classification"
     if task not in TASKS:
@@ -269,7 +275,8 @@ def pipeline(
         )
         tokenizer = tokenizer or tok
         image_processor = image_processor or proc
-        model = optimize_model(loaded) if optimize else loaded
+        # an ONNX export is run by ONNX Runtime as exported: there is no PyTorch model to optimize
+        model = optimize_model(loaded) if optimize and not isinstance(loaded, OnnxModel) else loaded
     else:
         if processor is not None:
             tokenizer = tokenizer or processor.tokenizer

@@ -135,7 +135,7 @@ def load_model(model: str, dtype: str = "auto", device: str = "auto", optimize: 
     return pipeline(
         "zero-shot-image-classification",
         model=model,
-        dtype=command_dtype(dtype, device),
+        dtype=command_dtype(dtype, device, model),
         device=None if auto else device,
         device_map="auto" if auto else None,
         optimize=optimize,
