@@ -32,11 +32,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import siglip  # noqa: E402
-from bench_preprocess import cpu_name  # noqa: E402
+from bench_preprocess import cpu_name, write_section  # noqa: E402
 from run import build_checkpoints, image_inputs  # noqa: E402
 from siglip.onnx_backend import EXPORT_INFO_FILE, OnnxModel  # noqa: E402
 
-START, END = "<!-- bench_onnx.py: start -->", "<!-- bench_onnx.py: end -->"
+SECTION = "bench_onnx.py"  # its part of RESULTS.md
 BACKENDS = ("ORT fp32", "ORT int8", "siglip PyTorch", "transformers")
 
 
@@ -155,17 +155,6 @@ def bench_model(table: Table, name: str, checkpoint: Path, workdir: Path, args) 
     return notes
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this script's section of RESULTS.md (between its markers), or append it."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    block = f"{START}\n{section.rstrip()}\n{END}\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) + 1 :]
-    else:
-        text = text.rstrip() + "\n\n" + block
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the tiny SigLIP only, one repeat (for the tests)")
@@ -211,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(section)
     if args.out != "-":
-        write_section(Path(args.out), section)
+        write_section(Path(args.out), SECTION, section)
         print(f"wrote {args.out}")
     return 0
 

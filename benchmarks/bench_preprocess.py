@@ -26,6 +26,19 @@ from PIL import Image, ImageDraw
 import siglip.image_processing as ip
 
 
+def write_section(path: Path, name: str, body: str) -> None:
+    """Replace the section of ``path`` (benchmarks/RESULTS.md) that script ``name`` wrote last, between its
+    markers, or append one: each benchmark script owns its section and leaves the others as they are."""
+    start, end = f"<!-- {name}: start -->", f"<!-- {name}: end -->"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    block = f"{start}\n{body.strip()}\n{end}\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) + 1 :]
+    else:
+        text = text.rstrip() + "\n\n" + block if text.strip() else block
+    path.write_text(text, encoding="utf-8")
+
+
 def write_jpegs(folder: Path, n: int) -> list[str]:
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:480, 0:640].astype(np.float32)

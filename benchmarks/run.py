@@ -48,7 +48,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))  # builders.py: tokenizers trained on the fly, hub-like folders
 
 import siglip  # noqa: E402
-from bench_preprocess import cpu_name, write_jpegs  # noqa: E402
+from bench_preprocess import cpu_name, write_jpegs, write_section  # noqa: E402
 from siglip.optimization import Kernels, Projection, auto_dtype, choose_kernels, compute_dtype, cpu_flags  # noqa: E402
 from siglip.quantization import weight_bytes  # noqa: E402
 
@@ -887,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{targets(report, args.ceilings)}\n"
     )
     if args.out != "-":
-        Path(args.out).write_text(text, encoding="utf-8")
+        write_section(Path(args.out), "run.py", text)  # the other scripts' sections stay as they are
         print(f"wrote {args.out}")
     print(json.dumps({"rows": len(report.rows)}))
     return 0

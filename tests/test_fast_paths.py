@@ -98,6 +98,7 @@ def test_bitsandbytes_4bit_on_cuda(folder):
 
 
 def test_benchmark_command_runs_on_tiny_models(tmp_path):
+    (tmp_path / "r.md").write_text("<!-- bench_onnx.py: start -->\nkept\n<!-- bench_onnx.py: end -->\n")
     result = subprocess.run(
         [
             sys.executable,
@@ -133,6 +134,8 @@ def test_benchmark_command_runs_on_tiny_models(tmp_path):
         "ceilings",
     ):
         assert row in report, row
+    assert "<!-- bench_onnx.py: start -->\nkept\n<!-- bench_onnx.py: end -->" in report  # other sections are kept
+    assert report.count("<!-- run.py: start -->") == 1
     assert "identical output" in report
 
 
@@ -147,3 +150,23 @@ def test_parity_report_runs_and_stays_within_the_bounds():
     for family, implementation, dtype, _, outputs, *_, hidden in rows:
         bound = 1e-5 if dtype == "float32" else 2e-2
         assert float(outputs) <= bound and float(hidden) <= bound, (family, implementation, dtype)
+
+
+def test_plain_benchmark_runs_on_tiny_models(tmp_path):
+    """benchmarks/bench_plain.py (siglip's plain models against transformers) on the tiny configuration."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_plain.py"), "--quick", "--out", str(tmp_path / "r.md")]
+        + ["--workdir", str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (tmp_path / "r.md").read_text()
+    assert report.startswith("<!-- bench_plain.py: start -->") and "Ceilings in this run" in report
+    rows = [line for line in report.splitlines() if line.startswith("| ") and "emb/s" in line]
+    assert len(rows) >= 6  # per model: fp32 images at two batches and texts; bf16 images and texts
+    for row in rows:
+        ours, ref, ratio = (cell.strip() for cell in row.strip("|").split("|")[1:])
+        assert float(ours) > 0 and float(ref) > 0
+        assert float(ratio.rstrip("x")) == pytest.approx(float(ours) / float(ref), rel=0.02, abs=0.01)
