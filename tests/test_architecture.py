@@ -42,6 +42,7 @@ LAYERS = [
     "data",
     "store",
     "jobs",
+    "evaluation",
     "cli_utils",
     "train.config",
     "train.data",

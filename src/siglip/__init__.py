@@ -55,7 +55,7 @@ if TYPE_CHECKING:
         Siglip2VisionModel,
     )
     from .modeling_utils import BaseModelOutputWithPooling, ImageClassifierOutput
-    from .pipelines import ZeroShotImageClassificationPipeline, pipeline
+    from .pipelines import ImageClassificationPipeline, ZeroShotImageClassificationPipeline, pipeline
     from .processing import AutoProcessor, Siglip2Processor, SiglipProcessor
     from .quantization import BitsAndBytesConfig, quantize_int8
     from .store import EmbeddingStore
@@ -97,6 +97,7 @@ _EXPORTS: dict[str, str] = {
     "Siglip2VisionModel": "modeling_siglip2",
     "BaseModelOutputWithPooling": "modeling_utils",
     "ImageClassifierOutput": "modeling_utils",
+    "ImageClassificationPipeline": "pipelines",
     "ZeroShotImageClassificationPipeline": "pipelines",
     "pipeline": "pipelines",
     "AutoProcessor": "processing",

@@ -39,8 +39,8 @@ def run_reporting_errors(command: Callable[[Any], int], args: Any) -> int:
 
     try:
         return command(args)
-    except KeyboardInterrupt:
-        print("siglip: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # a job that saved its work says what it kept (jobs.JobInterrupted)
+        print(f"siglip: interrupted: {e}" if str(e) else "siglip: interrupted", file=sys.stderr)
         return 130
     except (CLIError, CheckpointError, StoreError, ValueError, FileNotFoundError, OSError) as e:
         message = str(e).strip().splitlines()

@@ -19,9 +19,6 @@ with the same global batch size, and a step's data depends only on (seed, step),
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..data import IMAGE_EXTENSIONS, find_images, first_line
+from ..data import absolute, class_folders, find_images, first_line, read_pair_file
 from ..image_io import load_image
 from ..progress import Progress
 from .config import TrainError
@@ -60,39 +57,17 @@ def read_pairs(data: str | Path) -> tuple[list[Example], Skipped]:
         return _caption_folder(path)
     if not path.exists():
         raise TrainError(f"--data {data}: no such file or folder")
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".jsonl"):
+    if path.suffix.lower() not in (".csv", ".jsonl"):
         raise TrainError(f"--data {data}: expected a folder, a .csv or a .jsonl file")
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports often start with a BOM
-    except UnicodeDecodeError as e:
-        raise TrainError(f"{path} is not UTF-8 text ({first_line(e)})") from None
-    rows = _csv_rows(text, path) if suffix == ".csv" else _jsonl_rows(text, path)
-    examples: list[Example] = []
-    skipped: Skipped = []
-    for where, row in rows:
-        if isinstance(row, str):  # the reason the row could not be parsed
-            skipped.append((where, row))
-            continue
-        image, caption = row.get("image"), row.get("caption")
-        if not isinstance(image, str) or not image.strip():
-            skipped.append((where, "no image path"))
-            continue
-        if not isinstance(caption, str) or not caption.strip():
-            skipped.append((where, "empty caption"))
-            continue
-        image_path = (path.parent / image.strip()).resolve()
-        if not image_path.is_file():
-            skipped.append((where, f"image {image_path} does not exist"))
-            continue
-        examples.append(Example(str(image_path), caption.strip()))
-    if not examples:
-        raise TrainError(f"{path} has no usable (image, caption) rows ({len(skipped)} skipped)")
-    return examples, skipped
+        pairs, skipped = read_pair_file(path)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    return [Example(image, caption) for image, caption in pairs], skipped
 
 
 def _caption_folder(folder: Path) -> tuple[list[Example], Skipped]:
-    images = find_images([folder])
+    images = [absolute(p) for p in find_images([folder])]
     if not images:
         raise TrainError(f"--data {folder}: no images found (looked recursively for .jpg, .png, .webp, ...)")
     examples: list[Example] = []
@@ -119,57 +94,19 @@ def _caption_folder(folder: Path) -> tuple[list[Example], Skipped]:
     return examples, skipped
 
 
-def _csv_rows(text: str, path: Path) -> Iterator[tuple[str, dict[str, Any] | str]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))  # a file-like source keeps quoted newlines
-    fields = reader.fieldnames or []
-    missing = [name for name in ("image", "caption") if name not in fields]
-    if missing:
-        raise TrainError(f"{path}: needs columns image and caption; its header is {','.join(fields) or '(empty)'}")
-    while True:
-        where = f"{path}:{reader.line_num + 1}"
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            yield where, f"malformed row ({first_line(e)})"
-            continue
-        if None in row:
-            yield where, "more fields than the header"
-            continue
-        yield where, row
-
-
-def _jsonl_rows(text: str, path: Path) -> Iterator[tuple[str, dict[str, Any] | str]]:
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            yield where, f"not JSON ({e.msg})"
-            continue
-        yield (where, row) if isinstance(row, dict) else (where, "not a JSON object")
-
-
 def read_class_folders(root: str | Path) -> tuple[list[Example], list[str], Skipped]:
     """(image, class index) examples from ``root/<class>/...`` and the class names (sorted folder names).
 
-    Each class folder is searched recursively (links followed); hidden folders (``.cache``) are not classes.
+    Each class folder is searched recursively; hidden folders (``.cache``) and folders without images are not
+    classes.
     """
     root = Path(root).expanduser()
-    if not root.is_dir():
-        raise TrainError(f"--data {root}: classification needs a folder with one sub-folder per class")
-    by_class: dict[str, list[Path]] = {}
-    skipped: Skipped = []
-    for entry in sorted(root.iterdir()):
-        if entry.is_dir() and not entry.name.startswith("."):
-            images = find_images([entry])
-            if images:
-                by_class[entry.name] = images
-        elif entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS:
-            skipped.append((str(entry), "not inside a class folder"))
+    try:
+        folders, stray = class_folders(root)
+    except NotADirectoryError:
+        raise TrainError(f"--data {root}: classification needs a folder with one sub-folder per class") from None
+    by_class = {name: [absolute(p) for p in images] for name, images in folders.items() if images}
+    skipped: Skipped = [(str(entry), "not inside a class folder") for entry in stray]
     if not by_class and not skipped:
         raise TrainError(f"--data {root}: no images found (looked recursively for .jpg, .png, .webp, ...)")
     classes = sorted(by_class)
@@ -199,7 +136,7 @@ class _Probe(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[str, str | None]:
         path = self.paths[index]
         try:
-            load_image(path).load()
+            load_image(path, rescale_wide=True).load()
         except Exception as e:  # noqa: BLE001 - any decoding failure means "skip this image"
             return path, first_line(e)
         return path, None
@@ -246,7 +183,7 @@ class ExampleDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], str | int]:
         example = self.examples[index]
         try:
-            image = load_image(example.image)
+            image = load_image(example.image, rescale_wide=True)
         except Exception as e:  # noqa: BLE001 - it decoded in the scan; say so rather than a bare PIL error
             raise TrainError(f"{example.image} no longer decodes ({first_line(e)}); it was fine at start") from None
         return dict(self.image_processor([image], return_tensors="pt")), example.target
