@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ import transformers
 from PIL import Image
 
 import siglip
+import siglip.progress
 from siglip.cli import main
 from siglip.store import EmbeddingStore
 
@@ -477,8 +480,9 @@ def test_worker_processes_are_picked_by_job_size():
 
 
 def test_readme_quick_start_prints_what_the_readme_shows(capsys, monkeypatch):
-    """The quick-start command, run as written from the repository root, prints the output the README shows; the
-    README's Python example with "siglip-demo" runs too."""
+    """The quick-start command, run as written from the repository root, prints the output the README shows; what
+    the README says of its scores holds (independent sigmoid scores: the right label about 0.2, unchanged when the
+    other labels are dropped); the README's Python example with "siglip-demo" runs and prints what it says."""
     import shlex
 
     root = Path(__file__).resolve().parents[1]
@@ -493,4 +497,55 @@ def test_readme_quick_start_prints_what_the_readme_shows(capsys, monkeypatch):
     example = example.split("```", 1)[0]
     namespace: dict = {}
     exec(example, namespace)
-    assert namespace["scores"][0]["label"] == "red circle"
+    scores = namespace["scores"]
+    assert [s["label"] for s in scores] == ["red circle", "blue square"]
+    printed = example.split("print(scores)  # ", 1)[1].splitlines()[0]  # "[{'score': 0.1977..., 'label': ...}, ...]"
+    shown_scores = [part.split(",", 1)[0].split("...") for part in printed.split("'score': ")[1:]]
+    assert len(shown_scores) == 2
+    for (head, *tail), score in zip(shown_scores, scores, strict=True):  # "3.6...e-08": the digits shown, elided
+        assert repr(score["score"]).startswith(head) and repr(score["score"]).endswith("".join(tail))
+    assert "sigmoid probability" in quick_start and "right label scoring 0.2" in quick_start
+    table = {line.split()[0]: line for line in shown.splitlines()[1:]}  # the quick start's 4 labels
+    assert f"red circle {scores[0]['score']:.4f}" in table["src/siglip/assets/examples/red_circle.png"]
+    assert round(scores[0]["score"], 1) == 0.2
+
+
+def test_skip_and_warning_lines_start_on_a_clean_terminal_line(model_dir, tmp_path, monkeypatch):
+    """On a terminal the progress bar is redrawn in place (``\\r``); a `siglip: skipped` or `siglip: warning` line
+    printed during the job must not start on top of the bar (the bar is erased first)."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def messages(text: str) -> tuple[list[tuple[str, str]], list[str]]:
+        """(message, what the terminal line held when the message started) for each line of ours, and the lines
+        the terminal shows at the end."""
+        found, screen, line, column = [], [], [], 0
+        for i, char in enumerate(text):
+            if char == "\n":
+                screen.append("".join(line).rstrip())
+                line, column = [], 0
+            elif char == "\r":
+                column = 0
+            else:
+                if column == 0 and text.startswith("siglip: ", i):
+                    found.append((text[i : text.index("\n", i)], "".join(line).strip()))
+                line[column : column + 1] = [char]
+                column += 1
+        return found, screen
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    add_bad_files(folder)
+    Image.fromarray(np.arange(600, dtype=np.int32).reshape(20, 30) * 100_000).save(folder / "wide.tif")
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    clock = itertools.count(start=1000.0, step=1.0)  # a second per reading: every update redraws the bar
+    monkeypatch.setattr(siglip.progress, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    assert main(["classify", str(folder), "--labels", "a", "b", "--model", str(model_dir), "--batch-size", "1"]) == 0
+    said, screen = messages(terminal.getvalue())
+    assert screen[-1].startswith("classifying [#####") and screen[-1].endswith(" img/s")  # no "left" remnant
+    ours = [(message, under) for message, under in said if message.startswith(("siglip: skipped", "siglip: warning"))]
+    assert len(ours) == 4 and any("wide.tif" in message for message, _ in ours), said
+    assert [under for _, under in ours] == [""] * 4, said

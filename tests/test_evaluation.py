@@ -94,7 +94,7 @@ def test_zero_shot_ensembles_templates_and_writes_clip_benchmark_json(model_dir,
     argv = ["eval", "zero-shot", root, "--model", model_dir, "--templates", tmp_path / "templates.txt"]
     code, stdout, err = run([*argv, "--classnames", tmp_path / "names.txt", "-o", out, "--num-workers", "0"], capsys)
     assert code == 0, err
-    assert "confusion-matrix PNG skipped" in err and "pip install 'siglip[plot]'" in err
+    assert "confusion-matrix PNG skipped" in err and "matplotlib, siglip's plot extra" in err
     assert not out.with_suffix(".png").exists()
     result = json.loads(out.read_text())
     assert list(result)[:4] == ["dataset", "model", "task", "metrics"]
@@ -111,6 +111,8 @@ def test_zero_shot_ensembles_templates_and_writes_clip_benchmark_json(model_dir,
     targets = np.array([0 if f.parent.name == "a_cat" else 1 for f in files])
     predictions = scores.argmax(1)
     assert result["metrics"]["acc1"] == pytest.approx((predictions == targets).mean())
+    recalls = [(predictions[targets == c] == c).mean() for c in (0, 1)]  # "bird" has no images: not averaged
+    assert result["metrics"]["mean_per_class_recall"] == pytest.approx(np.mean(recalls))
     confusion = np.zeros((3, 3), dtype=int)
     np.add.at(confusion, (targets, predictions), 1)
     assert result["confusion_matrix"] == confusion.tolist()
@@ -130,12 +132,38 @@ def test_a_classifier_is_evaluated_with_its_head(classifier_run, tmp_path, capsy
     transformers = pytest.importorskip("transformers")
     reference = transformers.pipeline("image-classification", model=str(checkpoint))
     files = sorted(data.rglob("*.png"))
-    top = [r[0]["label"] for r in reference([str(f) for f in files], top_k=1)]
-    accuracy = np.mean([label == f.parent.name for label, f in zip(top, files, strict=True)])
+    top5 = [[r["label"] for r in ranked] for ranked in reference([str(f) for f in files], top_k=5)]
+    accuracy = np.mean([top[0] == f.parent.name for top, f in zip(top5, files, strict=True)])
     assert result["metrics"]["acc1"] == pytest.approx(accuracy)
+    assert result["metrics"]["acc5"] == pytest.approx(
+        np.mean([f.parent.name in t for t, f in zip(top5, files, strict=True)])
+    )
     assert result["labels"] == sorted(shapes.COLOURS)
     code, _, err = run(["eval", "zero-shot", data, "--model", checkpoint, "--template", "a {}"], capsys)
     assert code == 1 and "uses its head, not templates" in err
+
+
+@pytest.mark.parametrize(
+    ("tree", "names", "message"),
+    [
+        ({"a": 1, "b": 1}, "cat\n", "--classnames {names} has 1 names for the 2 class folders of {root} (a, b)"),
+        ({"a": 1, "b": 1}, "cat\n# a comment\ncat\n", "--classnames {names} gives two folders the same class name"),
+        ({"a": 2}, None, "{root} has 1 class folder (a); zero-shot evaluation needs at least two"),
+        ({"a": 0, "b": 0}, None, "{root}: no images in its class folders (a, b)"),
+        ({}, None, "{root} has no class folders (expected {root}/<class>/<images>)"),
+    ],
+)
+def test_a_bad_class_tree_is_refused_before_the_model_loads(model_dir, tmp_path, capsys, tree, names, message):
+    root = _class_tree(tmp_path / "data", tree)
+    root.mkdir(exist_ok=True)
+    argv = ["eval", "zero-shot", root, "--model", model_dir]
+    if names is not None:
+        (tmp_path / "names.txt").write_text(names)
+        argv += ["--classnames", tmp_path / "names.txt"]
+    code, out, err = run(argv, capsys)
+    assert code == 1 and out == "" and "loaded" not in err
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"siglip: error: {message.format(root=root, names=tmp_path / 'names.txt')}")
 
 
 def test_retrieval_recall_equals_a_direct_computation(model_dir, tmp_path, capsys):

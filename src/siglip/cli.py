@@ -384,13 +384,13 @@ by --classnames (one name per line, in the folders' sorted order). Several --tem
 the normalised per-template text embeddings, normalised. A fine-tuned classifier is evaluated with its head, the
 folders named after its labels. --output writes CLIP_benchmark's JSON ({dataset, model, task, metrics: {acc1,
 acc5, mean_per_class_recall}}, fractions in [0, 1]; acc5 is null below 5 classes) with the per-class table and the
-confusion matrix, and a PNG of the matrix beside it (needs the plot extra: pip install 'siglip[plot]').
+confusion matrix, and a PNG of the matrix beside it (needs matplotlib, the plot extra).
 Retrieval: image->text and text->image recall@1/5/10 over a .csv / .jsonl of image,caption (paths relative to it).
 """
 
 
 def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_classification
+    from .evaluation import class_tree, evaluate_classification
     from .pipelines import DEFAULT_TEMPLATE
 
     checkpoint, task = resolve_model(args.model)
@@ -410,6 +410,11 @@ def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
                 raise CLIError(f"{flag}: {template!r} has no {{}} where the class name goes")
     if not Path(args.root).expanduser().is_dir():
         raise CLIError(f"{args.root}: not a folder (expected ROOT/<class>/<images>)")
+    flag = f"--classnames {args.classnames}" if args.classnames else "--classnames"
+    try:  # the tree and the names checked before the model is loaded
+        class_tree(args.root, classnames, zero_shot=task != "image-classification", name=flag)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
     pipe = _load(args, checkpoint, task, args.model)
     result = evaluate_classification(
         pipe,

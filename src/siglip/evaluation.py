@@ -178,6 +178,42 @@ class ClassificationResult:
         }
 
 
+def class_tree(
+    root: str | Path, classnames: Sequence[str] | None = None, *, zero_shot: bool = True, name: str = "classnames"
+) -> tuple[dict[str, list[Path]], list[Path], list[str]]:
+    """The class folders of ``root`` (``{folder: images}``, sorted), the images outside them, and the class name of
+    each folder (``classnames``, or the folder names), checked before any model is loaded.
+
+    Raises:
+        NotADirectoryError: ``root`` is not a folder.
+        ValueError: no image in any class folder; ``classnames`` (called ``name`` in the message, the command line
+            passes its flag) does not give one name per folder; for ``zero_shot``, fewer than two classes or a name
+            given to two folders (a classifier may map several folders to one of its labels).
+    """
+    folders, stray = class_folders(root)
+    names = list(folders)
+    shown = f"{', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
+    if not names:
+        raise ValueError(f"{root} has no class folders (expected {root}/<class>/<images>)")
+    if not any(folders.values()):
+        raise ValueError(f"{root}: no images in its class folders ({shown})")
+    if classnames is None:
+        classnames = names
+    elif len(classnames) != len(names):
+        raise ValueError(
+            f"{name} has {len(classnames)} names for the {len(names)} class folders of {root} ({shown}): give one "
+            "name per folder, in that order"
+        )
+    classnames = list(classnames)
+    if zero_shot:
+        if len(classnames) < 2:
+            raise ValueError(f"{root} has 1 class folder ({shown}); zero-shot evaluation needs at least two")
+        repeated = sorted({c for c in classnames if classnames.count(c) > 1})
+        if repeated:
+            raise ValueError(f"{name} gives two folders the same class name: {', '.join(map(repr, repeated))}")
+    return folders, stray, classnames
+
+
 def evaluate_classification(
     pipe: Pipeline,
     root: str | Path,
@@ -204,17 +240,9 @@ def evaluate_classification(
 
     Unreadable images (and images lying in ``root`` outside a class) are skipped and reported.
     """
-    folders, stray = class_folders(root)
+    zero_shot = not isinstance(pipe, ImageClassificationPipeline)
+    folders, stray, classnames = class_tree(root, classnames, zero_shot=zero_shot)
     names = list(folders)
-    if classnames is not None:
-        if len(classnames) != len(names):
-            raise ValueError(
-                f"{len(classnames)} class names for {len(names)} class folders in {root} "
-                f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}): give one name per folder, in that order"
-            )
-        classnames = list(classnames)
-    else:
-        classnames = names
     if isinstance(pipe, ImageClassificationPipeline):
         labels, task, used_templates = pipe.labels, "classification", []
         unknown = [c for c in classnames if c not in labels]
@@ -229,15 +257,11 @@ def evaluate_classification(
         folder_of = [label_folders.get(i, "") for i in range(len(labels))]
         score = image_scorer(pipe)
     else:
-        if len(classnames) < 2:
-            raise ValueError(f"{root} has {len(classnames)} class folder(s); zero-shot evaluation needs at least two")
         labels, task, used_templates = classnames, "zeroshot_classification", list(templates)
         target_of = {folder: i for i, folder in enumerate(names)}
         folder_of = names
         score = image_scorer(pipe, ensemble_label_embeddings(pipe, labels, used_templates))
     files = [(path, target_of[folder]) for folder, paths in folders.items() for path in paths]
-    if not files:
-        raise ValueError(f"no images found in the class folders of {root}")
     target_by_path = {str(path): target for path, target in files}
     paths: list[str] = []
     targets: list[int] = []
@@ -286,7 +310,10 @@ def plot_confusion(result: ClassificationResult, path: str | Path) -> Path:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("drawing the confusion matrix needs matplotlib: pip install 'siglip[plot]'") from None
+        raise ImportError(
+            "drawing the confusion matrix needs matplotlib, siglip's plot extra: pip install matplotlib (or "
+            "pip install -e '.[plot]' in a checkout)"
+        ) from None
     confusion = result.confusion
     k = len(result.labels)
     totals = np.maximum(confusion.sum(axis=1, keepdims=True), 1)

@@ -20,7 +20,7 @@ class Progress:
         self.start = time.perf_counter()
         self._last_draw = 0.0
         self._interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._drawn = 0  # length of the line on screen (a terminal only), for clear()
+        self._drawn = 0  # the widest line drawn on the current terminal line, for clear() and shorter redraws
 
     def __enter__(self) -> Progress:
         self._draw(force=True)
@@ -59,8 +59,11 @@ class Progress:
             return
         self._last_draw = now
         line = self._line()
-        self.stream.write(line + ("\r" if self._interactive else "\n"))
-        self._drawn = len(line) if self._interactive else 0
+        if self._interactive:  # padded over what a longer earlier line left on the screen
+            self._drawn = max(self._drawn, len(line))
+            self.stream.write(line.ljust(self._drawn) + "\r")
+        else:
+            self.stream.write(line + "\n")
         self.stream.flush()
 
     def clear(self) -> None:
@@ -75,6 +78,6 @@ class Progress:
     def close(self) -> None:
         if self.disable:
             return
-        self.stream.write(self._line() + "\n")
+        self.stream.write(self._line().ljust(self._drawn) + "\n")
         self.stream.flush()
         self.disable = True
