@@ -549,3 +549,17 @@ def test_skip_and_warning_lines_start_on_a_clean_terminal_line(model_dir, tmp_pa
     ours = [(message, under) for message, under in said if message.startswith(("siglip: skipped", "siglip: warning"))]
     assert len(ours) == 4 and any("wide.tif" in message for message, _ in ours), said
     assert [under for _, under in ours] == [""] * 4, said
+
+
+def test_a_closed_stdout_pipe_ends_quietly(model_dir, tmp_path, capsys, monkeypatch):
+    """`siglip classify ... | head -1`: once the reader is gone, the command stops with 141 (as SIGPIPE would) and
+    no `siglip: error: [Errno 32] Broken pipe`."""
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    images = make_images(tmp_path / "imgs", 2)
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    code = main(["classify", *map(str, images), "--labels", *LABELS, "--model", str(model_dir), "-q"])
+    assert code == 141 and capsys.readouterr().err == ""

@@ -398,6 +398,9 @@ def test_commands_read_16_bit_and_float_images_as_a_viewer_shows_them(folders, p
     assert not np.allclose(expected[1].numpy(), clipped, atol=1e-3)
     code = main(["classify", str(folder), "--labels", "a", "b", "-q", *common])
     assert code == 0 and capsys.readouterr().err == ""  # -q: no warning line
+    code = main(["search", str(tmp_path / "store"), "--image", str(folder / "grey16.png"), "--format", "json", "-q"])
+    scores = {Path(hit["path"]).name: hit["score"] for hit in json.loads(capsys.readouterr().out)}
+    assert code == 0 and scores["grey16.png"] > 0.9999  # the query image is read as it was embedded
 
 
 def test_a_file_without_read_permission_is_reported_as_such(folders, tmp_path, capsys, monkeypatch):

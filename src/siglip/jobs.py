@@ -378,7 +378,7 @@ def search(
             f"the model gives {pipe.embed_dim}-d embeddings but {store.root} holds {manifest['dim']}-d ones"
         )
     if image is not None:
-        query = pipe.embed_pixels(pipe.preprocess_images([load_image(image)]))[0]
+        query = pipe.embed_pixels(pipe.preprocess_images([load_image(image, rescale_wide=True)]))[0]  # as stored
     else:
         query = pipe.encode_texts([text])[0]
     top, scores = cosine_top_k(matrix, query.cpu().numpy().astype(np.float32), top_k)

@@ -20,6 +20,7 @@ with the same global batch size, and a step's data depends only on (seed, step),
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..data import absolute, class_folders, find_images, first_line, read_pair_file
+from ..data import absolute, class_folders, find_images, first_line, read_pair_file, warnings_as_lines
 from ..image_io import load_image
 from ..progress import Progress
 from .config import TrainError
@@ -125,7 +126,7 @@ def read_class_folders(root: str | Path) -> tuple[list[Example], list[str], Skip
 
 
 class _Probe(torch.utils.data.Dataset):
-    """Decodes one image per item; returns (path, None) or (path, reason)."""
+    """Decodes one image per item; returns (path, None or the reason it failed, what decoding warned about)."""
 
     def __init__(self, paths: Sequence[str]):
         self.paths = list(paths)
@@ -133,20 +134,24 @@ class _Probe(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[str, str | None]:
+    def __getitem__(self, index: int) -> tuple[str, str | None, list[str]]:
         path = self.paths[index]
-        try:
-            load_image(path, rescale_wide=True).load()
-        except Exception as e:  # noqa: BLE001 - any decoding failure means "skip this image"
-            return path, first_line(e)
-        return path, None
+        reason = None
+        with warnings_as_lines(path) as said:
+            try:
+                load_image(path, rescale_wide=True).load()
+            except Exception as e:  # noqa: BLE001 - any decoding failure means "skip this image"
+                reason = first_line(e)
+        return path, reason, [message for _, message in said]
 
 
 def scan_images(paths: Sequence[str], num_workers: int, rank: int, world: int, show: bool) -> dict[str, str]:
     """Decode every image once; {path: reason} for those that fail, the same dict on every rank.
 
     Each rank decodes every ``world``-th path and the failures are exchanged, so the scan costs one pass over the
-    data spread over all processes.
+    data spread over all processes. What decoding warns about (an image stretched to 8 bits, a very large image) is
+    logged once here, one ``warning: <path>: ...`` line each, where ``show`` (the main process, not ``-q``); training
+    then decodes the same files silently.
     """
     share = list(paths[rank::world])
     loader = torch.utils.data.DataLoader(
@@ -157,16 +162,22 @@ def scan_images(paths: Sequence[str], num_workers: int, rank: int, world: int, s
         prefetch_factor=4 if num_workers else None,
     )
     bad: list[tuple[str, str]] = []
+    said: list[str] = []
     with Progress(len(share), "checking images", unit="img", disable=not show) as bar:
         for batch in loader:
-            bad.extend((path, reason) for path, reason in batch if reason is not None)
+            bad.extend((path, reason) for path, reason, _ in batch if reason is not None)
+            said.extend(message for _, _, messages in batch for message in messages)
             bar.update(len(batch))
     if world > 1:
         import torch.distributed as dist
 
         gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, bad)
-        bad = [item for part in gathered for item in part]
+        dist.all_gather_object(gathered, (bad, said))
+        bad = [item for part, _ in gathered for item in part]
+        said = [message for _, part in gathered for message in part]
+    if show:
+        for message in said:
+            logger.info("warning: %s", message)
     return dict(bad)
 
 
@@ -183,7 +194,9 @@ class ExampleDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], str | int]:
         example = self.examples[index]
         try:
-            image = load_image(example.image, rescale_wide=True)
+            with warnings.catch_warnings():  # what decoding warns about was said once, by scan_images
+                warnings.simplefilter("ignore")
+                image = load_image(example.image, rescale_wide=True)
         except Exception as e:  # noqa: BLE001 - it decoded in the scan; say so rather than a bare PIL error
             raise TrainError(f"{example.image} no longer decodes ({first_line(e)}); it was fine at start") from None
         return dict(self.image_processor([image], return_tensors="pt")), example.target
