@@ -70,6 +70,19 @@ MATRIX = [
         "test_commands_read_16_bit_and_float_images_as_a_viewer_shows_them",
     ),
     ("a file without read permission", "test_a_file_without_read_permission_is_reported_as_such"),
+    (
+        "decoding warnings during training: once, one line",
+        "test_train.py::test_decoding_warnings_are_one_line_each_and_silenced_by_quiet",
+    ),
+    (
+        "warning and skip lines on a terminal: not over the bar",
+        "test_cli.py::test_skip_and_warning_lines_start_on_a_clean_terminal_line",
+    ),
+    ("stdout closed by its reader (| head)", "test_cli.py::test_a_closed_stdout_pipe_ends_quietly"),
+    (
+        "eval: a class tree or --classnames that can't work",
+        "test_evaluation.py::test_a_bad_class_tree_is_refused_before_the_model_loads",
+    ),
     ("animated GIF: the first frame", "test_animated_gif_uses_the_first_frame"),
     ("CMYK JPEG", "test_cmyk_jpeg_is_converted_to_the_right_colours"),
     ("EXIF-rotated JPEG: paths, PIL objects", "test_exif_orientation_paths_pil_objects_and_the_pipeline"),
