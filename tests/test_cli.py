@@ -125,6 +125,7 @@ def test_classify_skips_bad_files_and_reports_them(model_dir, tmp_path, capsys):
         (["classify", "{img}", "--labels", "a", "a"], "--labels has duplicates: ['a']"),
         (["classify", "{img}", "--labels", "a", "--template", "no slot"], "--template must contain '{{}}'"),
         (["classify", "{img}", "--labels", "a", "--threshold", "2"], "--threshold must be between 0 and 1"),
+        (["classify", "{img}", "--labels-file", "{tmp}/c.txt"], "--labels-file {tmp}/c.txt has no labels"),
         (["classify", "{tmp}/empty", "--labels", "a"], "no images found in"),
         (["embed", "{tmp}/empty", "--output", "{tmp}/o"], "no images found in"),
         (["search", "{tmp}", "query"], "is not an embedding store"),
@@ -135,11 +136,12 @@ def test_errors_are_one_line_with_nonzero_exit(model_dir, tmp_path, capsys, argv
     img = tmp_path / "x.png"
     Image.new("RGB", (20, 20)).save(img)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "c.txt").write_text("# only a comment\n\n")
     argv = [a.format(img=img, tmp=tmp_path) for a in argv] + ["--model", str(model_dir)]
     code, out, err = run(argv, capsys)
     assert code == 1 and out == ""
     assert err.strip().splitlines()[-1].startswith("siglip: error:") or "siglip: error:" in err
-    assert message.format() in err
+    assert message.format(tmp=tmp_path) in err
     assert "candidate_labels" not in err and "hypothesis_template" not in err  # the flags are named, not Python's
     assert not (tmp_path / "o").exists()
 

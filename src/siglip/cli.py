@@ -169,7 +169,10 @@ def _read_labels(args: argparse.Namespace) -> list[str]:
     if empty:
         raise CLIError(f"--labels: label {empty[0]} is empty; every label needs some text")
     if args.labels_file:
-        labels += _read_lines(args.labels_file, "--labels-file")
+        from_file = _read_lines(args.labels_file, "--labels-file")
+        if not from_file:
+            raise CLIError(f"--labels-file {args.labels_file} has no labels (blank and # comment lines are skipped)")
+        labels += from_file
     if not labels:
         raise CLIError("no labels: pass --labels A B ... or --labels-file FILE")
     return labels
