@@ -56,6 +56,7 @@ _SUPERSAMPLE = 4  # drawn at 4x and downsampled: anti-aliased edges, like real p
 # pairs drawn with these seeds (the training images use seed 0).
 DEMO_TEMPLATE = "a {}"
 EVAL_SEED, HELD_OUT_EVAL_SEED = 2026, 2027
+DEMO_EVAL_IMAGES = 200
 
 
 def label(colour: str, shape: str) -> str:
@@ -206,6 +207,34 @@ def write_class_folders(root: str | Path, n: int, seed: int, image_size: int = 6
     return root
 
 
+def write_label_folders(
+    root: str | Path, n: int, seed: int, pairs: Sequence[tuple[str, str]] = TRAIN_PAIRS, image_size: int = 64
+) -> Path:
+    """``root/<label>/NNNNNN.png`` ("red circle/000003.png"): the images ``zero_shot_accuracy`` scores (the same
+    ``n``, ``seed`` and ``pairs`` draw the same images), as an image-folder tree for ``siglip eval zero-shot``.
+
+    Every one of the 30 labels gets a folder, empty when ``pairs`` leaves it out, so that the evaluation chooses
+    among all 30 labels as the demo's metric does.
+    """
+    root = Path(root)
+    for colour, shape in ALL_PAIRS:
+        (root / label(colour, shape)).mkdir(parents=True, exist_ok=True)
+    for i, sample in enumerate(samples(n, seed, pairs, image_size)):
+        sample.image.save(root / label(sample.colour, sample.shape) / f"{i:06d}.png")
+    return root
+
+
+def write_demo_eval_folders(root: str | Path) -> dict[str, Path]:
+    """The demo model's two evaluation sets as image-folder trees: ``root/seen`` (200 fresh images of the training
+    pairs) and ``root/held-out`` (200 images of the held-out pairs), the images the README's accuracies are
+    measured on (``siglip eval zero-shot root/seen --model siglip-demo --template "a {}"``)."""
+    root = Path(root)
+    return {
+        "seen": write_label_folders(root / "seen", DEMO_EVAL_IMAGES, EVAL_SEED, TRAIN_PAIRS),
+        "held-out": write_label_folders(root / "held-out", DEMO_EVAL_IMAGES, HELD_OUT_EVAL_SEED, HELD_OUT_PAIRS),
+    }
+
+
 def train_tokenizer(
     captions: Sequence[str], folder: str | Path, vocab_size: int = 160, model_max_length: int = 24
 ) -> Any:
@@ -246,3 +275,12 @@ def train_tokenizer(
     )
     tokenizer.save_pretrained(folder)
     return tokenizer
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write the demo model's evaluation sets as class folders.")
+    parser.add_argument("root", help="writes ROOT/seen/<label>/*.png and ROOT/held-out/<label>/*.png")
+    for name, folder in write_demo_eval_folders(parser.parse_args().root).items():
+        print(f"{name}: {folder}")

@@ -40,7 +40,7 @@ ASSETS = Path(__file__).resolve().parents[1] / "src" / "siglip" / "assets"
 IMAGE_SIZE = 64
 TEXT_LENGTH = 24  # the longest caption is 17 tokens
 TRAIN_SEED = 0
-EVAL_IMAGES = 200
+EVAL_IMAGES = shapes.DEMO_EVAL_IMAGES
 MODEL_FILES = (
     "config.json",
     "model.safetensors",

@@ -89,3 +89,20 @@ def assert_close(ours: torch.Tensor, ref: torch.Tensor, rtol: float = 1e-5, what
     scale = ref.abs().max().clamp_min(1e-12)
     err = ((ours - ref).abs().max() / scale).item()
     assert err <= rtol, f"{what}: max relative error {err:.3g} > {rtol}"
+
+
+@pytest.fixture(scope="session")
+def classifier_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(checkpoint, class folders): a SigLIP classifier from ``siglip train --task classification`` (two steps on
+    32 px shapes classified by colour), and the ``root/<colour>/`` tree it was trained on."""
+    from siglip.train import main as train_main
+
+    from builders import write_checkpoint
+
+    root = tmp_path_factory.mktemp("classifier")
+    base = write_checkpoint(root / "base", "siglip", seed=3)
+    data = shapes.write_class_folders(root / "data", 24, seed=0, image_size=32)
+    options = ["--max-steps", "2", "--batch-size", "8", "--num-workers", "0", "-q"]
+    args = ["--task", "classification", "--data", str(data), "--model", str(base), "--output", str(root / "run")]
+    assert train_main([*args, *options]) == 0
+    return root / "run" / "checkpoint-0000002", data

@@ -44,6 +44,7 @@ LAYERS = [
     "store",
     "jobs",
     "export",
+    "evaluation",
     "cli_utils",
     "train.config",
     "train.data",

@@ -65,6 +65,24 @@ MATRIX = [
     ("named pipe, broken link, non-UTF-8 file name", "test_batch_jobs_skip_and_report_every_bad_file"),
     ("every bad file inside a batch job", "test_batch_jobs_skip_and_report_every_bad_file"),
     ("16-bit and float images", "test_16_bit_and_float_images_are_clipped_like_transformers_with_a_warning"),
+    (
+        "16-bit and float images in the commands: scaled to 8 bits, one-line warnings",
+        "test_commands_read_16_bit_and_float_images_as_a_viewer_shows_them",
+    ),
+    ("a file without read permission", "test_a_file_without_read_permission_is_reported_as_such"),
+    (
+        "decoding warnings during training: once, one line",
+        "test_train.py::test_decoding_warnings_are_one_line_each_and_silenced_by_quiet",
+    ),
+    (
+        "warning and skip lines on a terminal: not over the bar",
+        "test_cli.py::test_skip_and_warning_lines_start_on_a_clean_terminal_line",
+    ),
+    ("stdout closed by its reader (| head)", "test_cli.py::test_a_closed_stdout_pipe_ends_quietly"),
+    (
+        "eval: a class tree or --classnames that can't work",
+        "test_evaluation.py::test_a_bad_class_tree_is_refused_before_the_model_loads",
+    ),
     ("animated GIF: the first frame", "test_animated_gif_uses_the_first_frame"),
     ("CMYK JPEG", "test_cmyk_jpeg_is_converted_to_the_right_colours"),
     ("EXIF-rotated JPEG: paths, PIL objects", "test_exif_orientation_paths_pil_objects_and_the_pipeline"),
@@ -258,9 +276,10 @@ def test_batch_jobs_skip_and_report_every_bad_file(folders, tmp_path, capsys):
     common = ["--model", folders["siglip"], "--num-workers", "0", "--batch-size", "4"]
 
     out = tmp_path / "store"
-    with pytest.warns(UserWarning, match="clipped") as clipped:  # readable, but see docs/ROBUSTNESS.md
+    with warnings.catch_warnings(record=True) as caught:  # the commands scale 16-bit and float images: no warning
+        warnings.simplefilter("always")
         code = main(["embed", str(folder), "--output", str(out), "--shard-size", "3", *map(str, common)])
-    assert sorted(Path(str(w.message).split(": mode ")[0]).name for w in clipped) == ["float.tif", "grey16.png"]
+    assert not [w for w in caught if str(folder) in str(w.message)]
     err = capsys.readouterr().err
     assert code == 0, err
     lines = (out / "errors.jsonl").read_text(encoding="utf-8").splitlines()
@@ -270,11 +289,10 @@ def test_batch_jobs_skip_and_report_every_bad_file(folders, tmp_path, capsys):
         assert re.search(problem, errors[path]), (path, errors[path])
         assert f"siglip: skipped {errors[path]}" in err
     rows, matrix = EmbeddingStore(out).load()
-    assert [r["path"] for r in rows] == readable
+    assert [r["path"] for r in rows] == [Path(p).relative_to(folder).as_posix() for p in readable]
     assert np.isfinite(matrix).all() and json.loads((out / "manifest.json").read_text())["rows"] == len(readable)
 
-    with pytest.warns(UserWarning, match="clipped"):
-        code = main(["classify", str(folder), "--labels", "a cat", "a dog", "--format", "json", *map(str, common)])
+    code = main(["classify", str(folder), "--labels", "a cat", "a dog", "--format", "json", *map(str, common)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert [r["image"] for r in json.loads(captured.out)] == readable
@@ -363,6 +381,71 @@ def test_16_bit_and_float_images_are_clipped_like_transformers_with_a_warning(tm
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.array_equal(np.asarray(load_image(path)), rgb16 >> 8)
+
+
+def test_commands_read_16_bit_and_float_images_as_a_viewer_shows_them(folders, pipe, tmp_path, capsys):
+    """`siglip embed` / `classify` scale 16-bit (/ 257) and [0, 1] float (x 255) images to 8 bits; an image with
+    no standard scale is stretched, with one line of ours on stderr (none with -q), never a Python warning."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    grey16 = np.linspace(0, 65535, 20 * 30).reshape(20, 30).astype(np.uint16)
+    unit = np.linspace(0, 1, 20 * 30, dtype=np.float32).reshape(20, 30)
+    wide = (np.arange(20 * 30).reshape(20, 30) * 100_000).astype(np.int32)
+    for name, array in (("grey16.png", grey16), ("float.tif", unit), ("wide.tif", wide)):
+        Image.fromarray(array).save(folder / name)
+    as_shown = {
+        "grey16.png": np.rint(grey16 / 257),
+        "float.tif": np.rint(unit.astype(np.float64) * 255),
+        "wide.tif": np.rint(wide / (wide.max() / 255)),
+    }
+    common = ["--model", str(folders["siglip"]), "--num-workers", "0"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["embed", str(folder), "--output", str(tmp_path / "store"), *common])
+    err = capsys.readouterr().err
+    assert code == 0 and not [w for w in caught if str(folder) in str(w.message)]
+    ours = [line for line in err.splitlines() if "wide.tif" in line]
+    assert ours == [
+        f"siglip: warning: {folder}/wide.tif: mode I with values in [0, 5.99e+07] has no standard 8-bit scale; "
+        "stretched from its minimum (black) to its maximum (white)"
+    ]
+    assert "UserWarning" not in err and ".py:" not in err and "grey16" not in err
+    rows, matrix = EmbeddingStore(tmp_path / "store").load()
+    assert [r["path"] for r in rows] == sorted(as_shown)
+    expected = pipe.encode_images([Image.fromarray(as_shown[r["path"]].astype(np.uint8)) for r in rows])
+    np.testing.assert_allclose(matrix, expected.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.warns(UserWarning, match="clipped"):  # the Python API keeps transformers' clipping
+        clipped = pipe.encode_images(str(folder / "grey16.png"))[0].numpy()
+    assert not np.allclose(expected[1].numpy(), clipped, atol=1e-3)
+    code = main(["classify", str(folder), "--labels", "a", "b", "-q", *common])
+    assert code == 0 and capsys.readouterr().err == ""  # -q: no warning line
+    code = main(["search", str(tmp_path / "store"), "--image", str(folder / "grey16.png"), "--format", "json", "-q"])
+    scores = {Path(hit["path"]).name: hit["score"] for hit in json.loads(capsys.readouterr().out)}
+    assert code == 0 and scores["grey16.png"] > 0.9999  # the query image is read as it was embedded
+
+
+def test_a_file_without_read_permission_is_reported_as_such(folders, tmp_path, capsys, monkeypatch):
+    locked = tmp_path / "photos" / "locked.png"
+    locked.parent.mkdir()
+    photo().save(locked)
+    photo(seed=3).save(tmp_path / "photos" / "fine.png")
+    if os.geteuid() == 0:  # root reads anything: refuse the open() the way the kernel does for others
+        import siglip.image_io
+
+        def no_permission(file, *args, **kwargs):
+            if Path(file) == locked:
+                raise PermissionError(13, "Permission denied", str(file))
+            return open(file, *args, **kwargs)
+
+        monkeypatch.setattr(siglip.image_io, "open", no_permission, raising=False)
+    else:
+        locked.chmod(0)
+    with pytest.raises(ImageLoadError, match=r"locked.png: cannot read the file \(Permission denied\)$"):
+        load_image(locked)
+    code = main(["classify", str(locked.parent), "--labels", "a", "b", "--model", str(folders["siglip"]), "-q"])
+    err = capsys.readouterr().err
+    assert code == 0 and f"siglip: skipped {locked}: cannot read the file (Permission denied)" in err
+    assert "truncated" not in err
 
 
 # ------------------------------------------------------------------------------------------------------------

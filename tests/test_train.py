@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -388,6 +389,29 @@ def test_bad_inputs_are_skipped_and_listed(scratch, tmp_path):
     assert "empty caption" in reasons["pairs.csv:24"] and "more fields" in reasons["pairs.csv:25"]
     assert "does not exist" in reasons["pairs.csv:23"] and "broken.png" in reasons
     assert len(_log(run)) == 5  # the 20 good pairs, 4 per step, one epoch
+
+
+def test_decoding_warnings_are_one_line_each_and_silenced_by_quiet(scratch, tmp_path, capsys):
+    """An image with no standard 8-bit scale is stretched (as the other commands read it) and said once, in one
+    line of ours when the scan decodes it, not as a Python warning each time training reads it; -q silences it."""
+    import numpy as np
+    from PIL import Image
+
+    csv_path = shapes.write_csv(tmp_path / "data" / "pairs.csv", 7, seed=3, image_size=32)
+    Image.fromarray(np.arange(32 * 32, dtype=np.int32).reshape(32, 32) * 100_000).save(csv_path.parent / "wide.tif")
+    with open(csv_path, "a", encoding="utf-8") as f:
+        f.write("wide.tif,a grey gradient\n")
+    common = ["--data", str(csv_path), "--model", str(scratch), "--from-scratch", "--batch-size", "4"]
+    for quiet in (False, True):
+        options = ["--epochs", "1", "--num-workers", "0", "--output", str(tmp_path / f"run-{quiet}")]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert train_main([*common, *options, *(["-q"] if quiet else [])]) == 0
+        err = capsys.readouterr().err
+        assert not [w for w in caught if "wide.tif" in str(w.message)] and "UserWarning" not in err
+        ours = [line for line in err.splitlines() if "wide.tif" in line]
+        said = f"siglip: warning: {csv_path.parent / 'wide.tif'}: mode I with values in [0, {1023 * 100_000:g}]"
+        assert [line.startswith(said) for line in ours] == ([] if quiet else [True]), err
 
 
 def _folder_without_captions(tmp: Path) -> list[str]:

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from .modeling_utils import BaseModelOutputWithPooling, ImageClassifierOutput
     from .onnx_backend import OnnxModel
     from .optimization import optimize
-    from .pipelines import ZeroShotImageClassificationPipeline, pipeline
+    from .pipelines import ImageClassificationPipeline, ZeroShotImageClassificationPipeline, pipeline
     from .processing import AutoProcessor, Siglip2Processor, SiglipProcessor
     from .quantization import BitsAndBytesConfig, quantize_int8
     from .store import EmbeddingStore
@@ -98,6 +98,7 @@ _EXPORTS: dict[str, str] = {
     "Siglip2VisionModel": "modeling_siglip2",
     "BaseModelOutputWithPooling": "modeling_utils",
     "ImageClassifierOutput": "modeling_utils",
+    "ImageClassificationPipeline": "pipelines",
     "ZeroShotImageClassificationPipeline": "pipelines",
     "pipeline": "pipelines",
     "AutoProcessor": "processing",

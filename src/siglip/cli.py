@@ -1,9 +1,11 @@
-"""The ``siglip`` command: ``classify``, ``embed``, ``search``, ``export onnx`` (and ``train``, from ``siglip.train``).
+"""The ``siglip`` command: ``classify``, ``embed``, ``search``, ``eval``, ``export onnx``, ``serve`` (and ``train``,
+from ``siglip.train``).
 
 Results go to stdout, progress and logs to stderr. A failure exits non-zero with one line
 ``siglip: error: <reason>``; unreadable images in batch jobs are skipped, reported on stderr and (for ``embed``)
-listed in ``OUT/errors.jsonl``. This module parses arguments and prints: the work is done by ``jobs.py`` (on a
-pipeline from ``pipelines.py``); training by ``siglip.train``.
+listed in ``OUT/errors.jsonl``; what decoding warns about is one line ``siglip: warning: ...`` (not with ``-q``).
+This module parses arguments and prints: the work is done by ``jobs.py`` and ``evaluation.py`` (on a pipeline from
+``pipelines.py``); training by ``siglip.train``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli_utils import CLIError, configure_logging, positive, run_reporting_errors
-from .data import default_workers
+from .data import SMALL_JOB, default_workers
 from .files import DEMO_MODEL, CheckpointError
 from .version import __version__
 
@@ -35,11 +37,12 @@ log = logging.getLogger("siglip")
 
 def add_model_options(parser: argparse.ArgumentParser, model_default: str | None = DEFAULT_MODEL) -> None:
     group = parser.add_argument_group("model and runtime")
+    default = model_default or f"the store's model; {DEFAULT_MODEL} for a new store"
     group.add_argument(
         "--model",
         default=model_default,
         help=f"checkpoint folder, hub id, ONNX export folder (siglip export onnx), or '{DEMO_MODEL}' for the bundled "
-        f"demo model (default: {model_default})",
+        f"demo model (default: {default})",
     )
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available; default)")
     group.add_argument(
@@ -59,35 +62,103 @@ def add_model_options(parser: argparse.ArgumentParser, model_default: str | None
     group.add_argument(
         "--num-workers",
         type=int,
-        default=default_workers(),
-        help="processes decoding images ahead of the model (default: %(default)s; 0 decodes in the main process)",
+        default=None,
+        help=f"processes decoding images ahead of the model; 0 decodes in the main process (default: 0 for fewer "
+        f"than {SMALL_JOB} images, else {default_workers()})",
     )
-    group.add_argument("--quiet", "-q", action="store_true", help="no progress bar or info messages")
+    group.add_argument("--quiet", "-q", action="store_true", help="no progress bar, info messages or warnings")
+
+
+def _check_runtime(args: argparse.Namespace) -> None:
+    positive("--batch-size", args.batch_size)
+    if args.num_workers is not None and args.num_workers < 0:
+        raise CLIError(f"--num-workers must be 0 or more, got {args.num_workers}")
+
+
+def resolve_model(name: str) -> tuple[Any, str]:
+    """The checkpoint ``--model`` names and its task: ``image-classification`` for a fine-tuned classifier, else
+    ``zero-shot-image-classification``."""
+    from .files import Checkpoint
+    from .pipelines import checkpoint_task
+
+    try:
+        checkpoint = Checkpoint.resolve(name)
+        return checkpoint, checkpoint_task(checkpoint)
+    except CheckpointError as e:
+        raise CLIError(f"{e}{_model_hint(name)}") from None
+
+
+def _model_hint(name: str) -> str:
+    """How to point --model at something else, unless the user already gave a path (or the demo)."""
+    if name == DEMO_MODEL or Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
+        return ""
+    return f" (use --model PATH for a local checkpoint folder, or --model {DEMO_MODEL})"
 
 
 def load_pipeline(args: argparse.Namespace, model: str | None = None) -> Any:
-    """The zero-shot pipeline for ``--model`` with ``--device`` / ``--dtype`` / ``--batch-size`` / ``--no-optimize``."""
+    """The zero-shot pipeline for ``--model`` with ``--device`` / ``--dtype`` / ``--batch-size`` (a fine-tuned
+    classifier is refused: the commands that take one resolve the model first and call ``_load``)."""
+    name = model or args.model
+    checkpoint, task = resolve_model(name)
+    if task == "image-classification":
+        raise CLIError(
+            f"--model {name} is a fine-tuned image classifier: it has no text tower, so `siglip {args.command}` "
+            "can't use it (`siglip classify` and `siglip eval zero-shot` can)"
+        )
+    return _load(args, checkpoint, task, name)
+
+
+def _load(args: argparse.Namespace, checkpoint: Any, task: str, name: str) -> Any:
     from .optimization import command_dtype
     from .pipelines import pipeline
 
-    name = model or args.model
+    _check_runtime(args)
     device_map = "auto" if args.device == "auto" else None
     device = None if args.device == "auto" else args.device
     started = time.perf_counter()
     try:
         pipe = pipeline(
-            "zero-shot-image-classification",
-            model=name,
+            task,
+            model=checkpoint,
             dtype=command_dtype(args.dtype, args.device, name),
             device=device,
             device_map=device_map,
-            batch_size=positive("--batch-size", args.batch_size),
+            batch_size=args.batch_size,
             optimize=getattr(args, "optimize", True),
         )
     except CheckpointError as e:
-        raise CLIError(f"{e} (use --model PATH for a local checkpoint folder, or --model {DEMO_MODEL})") from None
+        raise CLIError(f"{e}{_model_hint(name)}") from None
     log.info("loaded %s (%s, %s) in %.1fs", name, pipe.device, pipe.dtype, time.perf_counter() - started)
     return pipe
+
+
+def _reporters(args: argparse.Namespace, skips_when_quiet: bool = False) -> dict[str, Any]:
+    """``on_skip`` / ``on_warning`` for a job: one ``siglip: ...`` line each on stderr, silenced by ``-q`` (skips
+    too unless ``skips_when_quiet``)."""
+    quiet = args.quiet
+    return {
+        "on_skip": None if quiet and not skips_when_quiet else _print_skipped,
+        "on_warning": None if quiet else _print_warnings,
+    }
+
+
+def _print_skipped(failures: list[tuple[str, str]]) -> None:
+    for _, message in failures:
+        print(f"siglip: skipped {message}", file=sys.stderr)
+
+
+def _print_warnings(warnings: list[tuple[str, str]]) -> None:
+    for _, message in warnings:
+        print(f"siglip: warning: {message}", file=sys.stderr)
+
+
+def _read_lines(path: str, flag: str) -> list[str]:
+    """The non-blank lines of a list file, stripped, without ``#`` comment lines."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CLIError(f"cannot read {flag} {path}: {getattr(e, 'strerror', None) or e}") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -97,18 +168,28 @@ def load_pipeline(args: argparse.Namespace, model: str | None = None) -> Any:
 CLASSIFY_EXAMPLES = """examples:
   siglip classify cat.jpg --labels cat dog bird
   siglip classify photos/ --labels-file labels.txt --top-k 3 --format csv > scores.csv
+  siglip classify photos/ --labels cat dog --threshold 0.1 --format jsonl
   siglip classify shapes.png --model siglip-demo --labels "red circle" "blue square" --template "a {}"
+  siglip classify photos/ --model runs/flowers/checkpoint-0000100       # a classifier from `siglip train`
+
+Zero-shot scores are independent sigmoid probabilities, one per label: they need not sum to 1, and 0.2 for the
+right label is normal. A fine-tuned classifier (`siglip train --task classification`) scores its own labels with
+its head (softmax, or sigmoid for a multi-label checkpoint); --labels and --template don't apply to it.
+Formats: table; json (a list of {image, scores}); jsonl (one {image, scores} per line); csv (one row per image
+and label: image, rank, label, score).
 """
 
 
 def _read_labels(args: argparse.Namespace) -> list[str]:
     labels = list(args.labels or [])
+    empty = [i for i, label in enumerate(labels, 1) if not label.strip()]
+    if empty:
+        raise CLIError(f"--labels: label {empty[0]} is empty; every label needs some text")
     if args.labels_file:
-        try:
-            text = Path(args.labels_file).read_text(encoding="utf-8")
-        except OSError as e:
-            raise CLIError(f"cannot read --labels-file {args.labels_file}: {e.strerror or e}") from None
-        labels += [line.strip() for line in text.splitlines() if line.strip()]
+        from_file = _read_lines(args.labels_file, "--labels-file")
+        if not from_file:
+            raise CLIError(f"--labels-file {args.labels_file} has no labels (blank and # comment lines are skipped)")
+        labels += from_file
     if not labels:
         raise CLIError("no labels: pass --labels A B ... or --labels-file FILE")
     return labels
@@ -116,25 +197,43 @@ def _read_labels(args: argparse.Namespace) -> list[str]:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from .jobs import classify_images
-    from .pipelines import check_labels
+    from .pipelines import DEFAULT_TEMPLATE, check_labels
 
-    labels = check_labels(_read_labels(args), args.template)
-    pipe = load_pipeline(args)
+    positive("--top-k", args.top_k)
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise CLIError(f"--threshold must be between 0 and 1 (scores are probabilities), got {args.threshold}")
+    _check_runtime(args)
+    checkpoint, task = resolve_model(args.model)
+    if task == "image-classification":
+        if args.labels or args.labels_file or args.template is not None:
+            raise CLIError(
+                f"--model {args.model} is a fine-tuned classifier that scores its own labels; leave out --labels, "
+                "--labels-file and --template"
+            )
+        labels = template = None
+    else:
+        template = DEFAULT_TEMPLATE if args.template is None else args.template
+        flag = "--labels" if args.labels else "--labels-file"
+        try:
+            labels = check_labels(_read_labels(args), template, names=(flag, "--template"))
+        except ValueError as e:
+            raise CLIError(str(e)) from None
+    pipe = _load(args, checkpoint, task, args.model)
     done = classify_images(
         pipe,
         args.images,
         labels,
-        args.template,
+        template,
         top_k=args.top_k,
+        threshold=args.threshold,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         progress=not args.quiet,
+        **_reporters(args, skips_when_quiet=True),
     )
-    for _, message in done.failures:
-        print(f"siglip: skipped {message}", file=sys.stderr)
-    _print_classification(done.results, args.format)
     if not done.results:
         raise CLIError(f"none of the {len(done.failures)} images could be read")
+    _print_classification(done.results, args.format)
     return 0
 
 
@@ -143,6 +242,9 @@ def _print_classification(results: list[tuple[str, list[dict[str, Any]]]], fmt: 
     if fmt == "json":
         json.dump([{"image": name, "scores": ranked} for name, ranked in results], out, indent=2, ensure_ascii=False)
         out.write("\n")
+    elif fmt == "jsonl":
+        for name, ranked in results:
+            out.write(json.dumps({"image": name, "scores": ranked}, ensure_ascii=False) + "\n")
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["image", "rank", "label", "score"])
@@ -175,12 +277,14 @@ height), OUT/errors.jsonl (files that could not be read). Interrupted runs resum
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    from .jobs import store_model
     from .store import EmbeddingStore
 
     if bool(args.texts) == bool(args.inputs):
         raise CLIError("give image files/folders to embed, or --texts FILE (not both)")
     positive("--shard-size", args.shard_size)
     store = EmbeddingStore(args.output)
+    args.model = store_model(store, args.model, DEFAULT_MODEL)  # an existing store's model unless told otherwise
     if args.texts:
         return _embed_texts(args, store)
     return _embed_images(args, store)
@@ -200,22 +304,17 @@ def _embed_images(args: argparse.Namespace, store: Any) -> int:
         num_workers=args.num_workers,
         shard_size=args.shard_size,
         progress=not args.quiet,
-        on_skip=None if args.quiet else _print_skipped,
         log=log.info,
+        **_reporters(args),
     )
     where = f", listed in {Path(args.output) / 'errors.jsonl'}" if report.failures else ""
     rate = report.written / max(time.perf_counter() - started, 1e-9)  # listing, decoding and the model together
-    print(
-        f"{report.total} images in {args.output} ({report.written} new at {rate:.1f} img/s, "
-        f"{len(report.failures)} unreadable{where})",
-        file=sys.stderr,
-    )
+    new = f"{report.written} new at {rate:.1f} img/s" if report.written else "0 new"
+    summary = f"{report.total} images in {args.output} ({new}, {len(report.failures)} unreadable{where})"
+    if not report.total and report.failures:
+        raise CLIError(f"none of the {len(report.failures)} images could be read; {summary}")
+    print(summary, file=sys.stderr)
     return 0
-
-
-def _print_skipped(failures: list[tuple[str, str]]) -> None:
-    for _, message in failures:
-        print(f"siglip: skipped {message}", file=sys.stderr)
 
 
 def _embed_texts(args: argparse.Namespace, store: Any) -> int:
@@ -225,9 +324,21 @@ def _embed_texts(args: argparse.Namespace, store: Any) -> int:
         lines = Path(args.texts).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise CLIError(f"cannot read --texts {args.texts}: {getattr(e, 'strerror', None) or e}") from None
-    texts = [line.strip() for line in lines if line.strip()]
+    stripped = [line.strip() for line in lines]
+    texts = list(dict.fromkeys(t for t in stripped if t))
     if not texts:
         raise CLIError(f"{args.texts} has no non-empty lines")
+    blank, repeated = stripped.count(""), sum(1 for t in stripped if t) - len(texts)
+    if blank or repeated:
+        log.info(
+            "%s: %d lines, %d texts to embed; dropped %d blank line(s) and %d repeated text(s) (a store holds each "
+            "text once)",
+            args.texts,
+            len(lines),
+            len(texts),
+            blank,
+            repeated,
+        )
     pipe = load_pipeline(args)
     report = embed_texts(
         pipe,
@@ -278,6 +389,144 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"{'rank':>4}  {'score':>7}  {key}")
     for rank, (row, score) in enumerate(hits, 1):
         print(f"{rank:>4}  {score:>7.4f}  {row[key]}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# eval
+# ------------------------------------------------------------------------------------------------------------
+
+EVAL_EXAMPLES = """examples:
+  siglip eval zero-shot photos/ --model google/siglip2-base-patch16-224     # photos/<class>/*.jpg
+  siglip eval zero-shot photos/ --templates templates.txt --classnames names.txt --output result.json
+  siglip eval zero-shot flowers/ --model runs/flowers/checkpoint-0000100    # a classifier: its own head
+  siglip eval retrieval pairs.csv --output retrieval.json                   # columns image,caption
+
+Zero-shot: every sub-folder of ROOT is a class (an empty one too: a distractor label), named after the folder or
+by --classnames (one name per line, in the folders' sorted order). Several --templates are ensembled: the mean of
+the normalised per-template text embeddings, normalised. A fine-tuned classifier is evaluated with its head, the
+folders named after its labels. --output writes CLIP_benchmark's JSON ({dataset, model, task, metrics: {acc1,
+acc5, mean_per_class_recall}}, fractions in [0, 1]; acc5 is null below 5 classes) with the per-class table and the
+confusion matrix, and a PNG of the matrix beside it (needs matplotlib, the plot extra).
+Retrieval: image->text and text->image recall@1/5/10 over a .csv / .jsonl of image,caption (paths relative to it).
+"""
+
+
+def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
+    from .evaluation import class_tree, evaluate_classification
+    from .pipelines import DEFAULT_TEMPLATE
+
+    checkpoint, task = resolve_model(args.model)
+    classnames = _read_lines(args.classnames, "--classnames") if args.classnames else None
+    if args.templates and args.template is not None:
+        raise CLIError("give --template or --templates, not both")
+    templates: list[str] = []
+    if task == "image-classification":
+        if args.templates or args.template is not None:
+            raise CLIError(f"--model {args.model} is a fine-tuned classifier: it uses its head, not templates")
+    else:
+        templates = _read_lines(args.templates, "--templates") if args.templates else []
+        templates = templates or [DEFAULT_TEMPLATE if args.template is None else args.template]
+        flag = "--templates" if args.templates else "--template"
+        for template in templates:
+            if "{}" not in template:
+                raise CLIError(f"{flag}: {template!r} has no {{}} where the class name goes")
+    if not Path(args.root).expanduser().is_dir():
+        raise CLIError(f"{args.root}: not a folder (expected ROOT/<class>/<images>)")
+    flag = f"--classnames {args.classnames}" if args.classnames else "--classnames"
+    try:  # the tree and the names checked before the model is loaded
+        class_tree(args.root, classnames, zero_shot=task != "image-classification", name=flag)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    pipe = _load(args, checkpoint, task, args.model)
+    result = evaluate_classification(
+        pipe,
+        args.root,
+        model_name=args.model,
+        classnames=classnames,
+        templates=templates,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        progress=not args.quiet,
+        **_reporters(args, skips_when_quiet=True),
+    )
+    _print_classification_eval(result)
+    if args.output:
+        _write_eval_json(args.output, result.to_json())
+        _plot(result, Path(args.output).with_suffix(".png"))
+    return 0
+
+
+def _print_classification_eval(result: Any) -> None:
+    metrics = result.metrics
+    acc5 = "n/a (fewer than 5 classes)" if metrics["acc5"] is None else f"{metrics['acc5']:.4f}"
+    print(f"{result.task} on {result.dataset}: {len(result.paths)} images, {len(result.labels)} classes")
+    print(f"acc@1                  {metrics['acc1']:.4f}")
+    print(f"acc@5                  {acc5}")
+    print(f"mean per-class recall  {metrics['mean_per_class_recall']:.4f}")
+    print()
+    rows = result.per_class()
+    width = max(len("class"), *(len(r["label"]) for r in rows))
+    print(f"{'#':>3}  {'class':<{width}}  {'images':>6}  {'recall':>6}  {'precision':>9}  most confused with")
+    for i, r in enumerate(rows):
+        recall = "-" if r["recall"] is None else f"{r['recall']:.4f}"
+        precision = "-" if r["precision"] is None else f"{r['precision']:.4f}"
+        confused = r["confused_with"] or ""
+        print(f"{i:>3}  {r['label']:<{width}}  {r['images']:>6}  {recall:>6}  {precision:>9}  {confused}".rstrip())
+    print()
+    confusion = result.confusion
+    cell = max(3, len(str(confusion.max())))
+    print("confusion matrix (rows: true class #, columns: predicted class #)")
+    print(" " * 4 + "".join(f" {j:>{cell}}" for j in range(len(rows))))
+    for i, counts in enumerate(confusion):
+        print(f"{i:>3} " + "".join(f" {c:>{cell}}" if c else f" {'.':>{cell}}" for c in counts))
+
+
+def _write_eval_json(path: str, data: dict[str, Any]) -> None:
+    from .evaluation import json_text
+    from .files import atomic_write_text
+
+    try:
+        atomic_write_text(path, json_text(data))
+    except OSError as e:
+        raise CLIError(f"could not write --output {path}: {e.strerror or e}") from None
+    log.info("wrote %s", path)
+
+
+def _plot(result: Any, path: Path) -> None:
+    from .evaluation import plot_confusion
+
+    try:
+        plot_confusion(result, path)
+    except ImportError as e:
+        log.warning("confusion-matrix PNG skipped: %s", e)
+        return
+    log.info("wrote %s", path)
+
+
+def cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    from .evaluation import RECALL_AT, evaluate_retrieval
+
+    pairs = Path(args.pairs).expanduser()
+    if not pairs.is_file() or pairs.suffix.lower() not in (".csv", ".jsonl"):
+        raise CLIError(f"{args.pairs}: expected a .csv or .jsonl file with columns image,caption")
+    pipe = load_pipeline(args)
+    result = evaluate_retrieval(
+        pipe,
+        pairs,
+        model_name=args.model,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        progress=not args.quiet,
+        **_reporters(args, skips_when_quiet=True),
+    )
+    metrics = result.metrics
+    print(f"zeroshot_retrieval on {result.dataset}: {len(result.images)} images, {len(result.texts)} texts")
+    print(f"{'':<12}" + "".join(f"  {'R@' + str(k):>6}" for k in RECALL_AT))
+    for name, key in (("image->text", "text_retrieval_recall"), ("text->image", "image_retrieval_recall")):
+        print(f"{name:<12}" + "".join(f"  {metrics[f'{key}@{k}']:.4f}" for k in RECALL_AT))
+    if args.output:
+        _write_eval_json(args.output, result.to_json())
     return 0
 
 
@@ -458,10 +707,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files, folders (recursive) or URLs")
     p.add_argument("--labels", nargs="+", metavar="LABEL", help="candidate labels")
-    p.add_argument("--labels-file", metavar="FILE", help="file with one label per line")
-    p.add_argument("--template", default="This is a photo of {}.", help="prompt template (default: %(default)r)")
+    p.add_argument("--labels-file", metavar="FILE", help="file with one label per line (# starts a comment line)")
+    p.add_argument("--template", help="prompt template with {} for the label (default: 'This is a photo of {}.')")
     p.add_argument("--top-k", type=int, default=None, metavar="K", help="only the K best labels per image")
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format (default: table)")
+    p.add_argument("--threshold", type=float, metavar="T", help="only labels scoring at least T (0 to 1)")
+    p.add_argument(
+        "--format", choices=["table", "json", "jsonl", "csv"], default="table", help="output format (default: table)"
+    )
     add_model_options(p)
     p.set_defaults(func=cmd_classify)
 
@@ -476,7 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, metavar="OUT", help="output folder (created or updated)")
     p.add_argument("--texts", metavar="FILE", help="embed the lines of FILE instead of images")
     p.add_argument("--shard-size", type=int, default=1024, metavar="N", help="rows per shard file (default: 1024)")
-    add_model_options(p)
+    add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser(
@@ -494,6 +746,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
     add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "eval",
+        help="measure a model on your own data: zero-shot (or fine-tuned) classification, retrieval",
+        epilog=EVAL_EXAMPLES,
+        formatter_class=fmt,
+        description="Accuracy on an image-folder tree, or recall on image-caption pairs (CLIP_benchmark's metrics).",
+    )
+    tasks = p.add_subparsers(dest="eval_task", metavar="TASK", required=True)
+    e = tasks.add_parser(
+        "zero-shot",
+        help="classify ROOT/<class>/* and compare with the folders",
+        epilog=EVAL_EXAMPLES,
+        formatter_class=fmt,
+        description="acc@1, acc@5, mean per-class recall, per-class table and confusion matrix.",
+    )
+    e.add_argument("root", metavar="ROOT", help="folder with one sub-folder of images per class")
+    e.add_argument("--template", help="one prompt template with {} (default: 'This is a photo of {}.')")
+    e.add_argument("--templates", metavar="FILE", help="prompt templates, one per line, ensembled")
+    e.add_argument("--classnames", metavar="FILE", help="class names, one per line, in the folders' sorted order")
+    e.add_argument("--output", "-o", metavar="JSON", help="write the result as JSON (and the confusion matrix PNG)")
+    add_model_options(e)
+    e.set_defaults(func=cmd_eval_zero_shot)
+    e = tasks.add_parser(
+        "retrieval",
+        help="image->text and text->image recall@1/5/10 on image-caption pairs",
+        epilog=EVAL_EXAMPLES,
+        formatter_class=fmt,
+        description="Recall@1/5/10 both ways over the pairs of a .csv / .jsonl file (columns image, caption).",
+    )
+    e.add_argument("pairs", metavar="PAIRS", help=".csv or .jsonl with image,caption (image paths relative to it)")
+    e.add_argument("--output", "-o", metavar="JSON", help="write the result as JSON")
+    add_model_options(e)
+    e.set_defaults(func=cmd_eval_retrieval)
 
     p = sub.add_parser(
         "export",

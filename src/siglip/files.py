@@ -221,8 +221,8 @@ def resolve_folder(
         )
         raise CheckpointError(
             f"{name} is not a local folder and is not in the Hugging Face cache ({where}), and {why}. "
-            "Download it where the hub is reachable (huggingface-cli download "
-            f"{name}) or pass the path of a local folder holding config.json and model.safetensors."
+            f"Download it where the hub is reachable (hf download {name}; huggingface_hub's `hf` command, which "
+            "replaced huggingface-cli) or pass the path of a local folder holding config.json and model.safetensors."
         ) from None
     except OSError as e:  # network failures that huggingface_hub did not map
         raise CheckpointError(f"could not fetch {name} from the hub: {e}") from None

@@ -1,9 +1,10 @@
 """Reading one image from wherever users keep it: a file, an http(s) URL, a data URI or base64, or a PIL image.
 
 ``load_image`` returns an upright RGB ``PIL.Image`` the way transformers' ``image_utils.load_image`` does, and every
-failure is one ``ImageLoadError`` line that names the source and the problem (missing, empty, truncated, not an
-image, a zero dimension, a decompression bomb, a network failure). The processors and the batch jobs read images
-only through this module.
+failure is one ``ImageLoadError`` line that names the source and the problem (missing, unreadable, empty,
+truncated, not an image, a zero dimension, a decompression bomb, a network failure). The processors and the batch
+jobs read images only through this module. The batch jobs ask for ``rescale_wide=True``: 16-bit, 32-bit and float
+images scaled to 8 bits as an image viewer shows them (``to_8bit``), where transformers clips them.
 """
 
 from __future__ import annotations
@@ -64,12 +65,18 @@ def _decode(source: str | io.BytesIO, name: str) -> Image.Image:
     """Open and fully decode an image file, so that every decoding problem surfaces here, named."""
     try:
         if isinstance(source, str):
-            with open(source, "rb") as f:
+            try:
+                f = open(source, "rb")
+            except OSError as e:  # no read permission, or the file vanished: not a decoding problem
+                raise ImageLoadError(f"{name}: cannot read the file ({e.strerror or e})") from None
+            with f:
                 image = Image.open(f)
                 image.load()  # read the pixels while the file is open; single-frame images then need no file
         else:
             image = Image.open(source)
             image.load()
+    except ImageLoadError:
+        raise
     except Image.DecompressionBombError as e:
         raise ImageLoadError(
             f"{name}: refused as a possible decompression bomb: {e} If you trust the file, raise "
@@ -135,19 +142,24 @@ def _open_source(source: str) -> tuple[str | io.BytesIO, str]:
         raise ImageLoadError(f"{name}: invalid base64 ({e})") from None
 
 
-def load_image(image: str | os.PathLike | Image.Image, timeout: float | None = 10.0) -> Image.Image:
+def load_image(
+    image: str | os.PathLike | Image.Image, timeout: float | None = 10.0, *, rescale_wide: bool = False
+) -> Image.Image:
     """Load an image as an upright RGB ``PIL.Image``, as transformers' ``image_utils.load_image`` does.
 
     Args:
         image: a file path, an ``http(s)://`` URL, a ``data:image/...;base64,`` URI, a base64 string or a PIL image.
         timeout: seconds to wait for a URL (connection and each read).
+        rescale_wide: scale 16-bit, 32-bit and float images to 8 bits as an image viewer would (``to_8bit``)
+            instead of clipping them as transformers does; what the ``siglip`` commands use.
 
     Returns:
         The image after ``ImageOps.exif_transpose`` (the EXIF / XMP orientation tag is applied and removed) and
         ``convert("RGB")``. Like transformers, that conversion drops an alpha band without compositing (pass the
         opened image, ``Image.open(path)``, to a processor to composite it onto white instead); a palette's
         transparent colour survives in ``info["transparency"]``, and the processors composite that colour onto white.
-        16-bit and float images are clipped to [0, 255] by that conversion, not rescaled (a warning says so).
+        16-bit and float images are clipped to [0, 255] by that conversion, not rescaled (a warning says so),
+        unless ``rescale_wide``.
 
     Raises:
         ImageLoadError: the file or URL is missing, unreachable, empty, truncated, not an image, has a zero
@@ -157,32 +169,39 @@ def load_image(image: str | os.PathLike | Image.Image, timeout: float | None = 1
         image = os.fspath(image)
     if isinstance(image, str):
         if image.startswith(("http://", "https://")):
-            return load_image_bytes(_download(image, timeout), image)
+            return load_image_bytes(_download(image, timeout), image, rescale_wide=rescale_wide)
         source, name = _open_source(image)
-        return _upright_rgb(_decode(source, name), name)
+        return _upright_rgb(_decode(source, name), name, rescale_wide)
     if isinstance(image, Image.Image):
         image = ImageOps.exif_transpose(image)  # a transposed copy: the caller's image is left alone
-        warn_if_clipped(image, "the image")
-        return image if image.mode == "RGB" else image.convert("RGB")
+        return _to_rgb(image, "the image", rescale_wide)
     raise TypeError(
         f"load_image takes a path, URL, base64 string or PIL image, got {type(image).__name__}; numpy arrays "
         "and torch tensors go to the image processor directly"
     )
 
 
-def load_image_bytes(data: bytes, name: str = "the image") -> Image.Image:
+def load_image_bytes(data: bytes, name: str = "the image", *, rescale_wide: bool = False) -> Image.Image:
     """``load_image`` for an encoded image already in memory (a download, a request body), named ``name`` in
     errors: the same decoding checks, EXIF orientation and RGB conversion."""
-    return _upright_rgb(_decode(io.BytesIO(data), name), name)
+    return _upright_rgb(_decode(io.BytesIO(data), name), name, rescale_wide)
 
 
-def _upright_rgb(image: Image.Image, name: str) -> Image.Image:
+def _upright_rgb(image: Image.Image, name: str, rescale_wide: bool = False) -> Image.Image:
     """A freshly decoded image with its EXIF orientation applied, as 8-bit RGB (what ``load_image`` returns)."""
     try:
         ImageOps.exif_transpose(image, in_place=True)
     except Exception as e:  # a malformed EXIF block
         raise ImageLoadError(f"{name}: unreadable EXIF orientation ({type(e).__name__}: {e})") from None
-    warn_if_clipped(image, name)
+    return _to_rgb(image, name, rescale_wide)
+
+
+def _to_rgb(image: Image.Image, name: str, rescale_wide: bool) -> Image.Image:
+    """8-bit RGB: wide modes scaled as a viewer shows them (``rescale_wide``) or clipped as transformers does."""
+    if rescale_wide:
+        image = to_8bit(image, name)
+    else:
+        warn_if_clipped(image, name)
     # convert() to the same mode returns a copy; an RGB image needs none
     return image if image.mode == "RGB" else image.convert("RGB")
 
@@ -208,3 +227,38 @@ def warn_if_clipped(image: Image.Image, name: str) -> None:
             "values // 257 for 16 bits) or a float array in [0, 1] with do_rescale=False.",
             stacklevel=3,
         )
+
+
+def to_8bit(image: Image.Image, name: str = "the image") -> Image.Image:
+    """A 16-bit, 32-bit integer or float image (modes ``I;16*``, ``I``, ``F``) as 8-bit greyscale (``L``), scaled the
+    way image viewers show it; any other image is returned unchanged.
+
+    16-bit values are divided by 257 (65535 -> 255). ``I`` images whose values fit in [0, 255] are kept, those that
+    fit in [0, 65535] are 16-bit data (how TIFF and older Pillow open it) and are divided by 257. Float images in
+    [0, 1] are multiplied by 255, those in [0, 255] are kept. Anything else (negative values, a wider range) is
+    stretched from its minimum to its maximum, with a warning that says so.
+    """
+    if image.mode not in _WIDE_MODES:
+        return image
+    import numpy as np
+
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode.startswith("I;16"):
+        scale = 257.0
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        scale = 1 / 255
+    elif low >= 0 and high <= 255:
+        scale = 1.0
+    elif image.mode == "I" and low >= 0 and high <= 65535:
+        scale = 257.0
+    else:
+        warnings.warn(
+            f"{name}: mode {image.mode} with values in [{low:g}, {high:g}] has no standard 8-bit scale; "
+            "stretched from its minimum (black) to its maximum (white)",
+            stacklevel=3,
+        )
+        values, scale = values - low, max(high - low, 1e-12) / 255
+    return Image.fromarray(np.clip(np.rint(values / scale), 0, 255).astype(np.uint8))

@@ -2,30 +2,39 @@
 lines of text) into a resumable store, search a store.
 
 Each job takes a loaded pipeline, shows progress on stderr, skips and reports unreadable items instead of failing,
-and (for ``embed``) writes shards atomically, so an interrupted job keeps what it wrote and a rerun resumes. The
-command line (``cli.py``) parses arguments, calls these and prints their results.
+and (for ``embed``) writes shards atomically, so an interrupted job keeps what it wrote and a rerun resumes. Files
+are decoded as an image viewer shows them (``data.ImageFiles``: 16-bit and float images scaled to 8 bits), and the
+warnings decoding raises come back as one-line messages (``on_warning``) instead of Python warnings. The command
+line (``cli.py``) parses arguments, calls these and prints their results.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from .data import find_images, first_line, iter_image_batches, stat_files
+from .data import Batch, find_images, first_line, iter_image_batches, stat_files, warnings_as_lines, workers_for
 from .image_io import load_image
-from .pipelines import ZeroShotImageClassificationPipeline, rank_labels
+from .pipelines import ImageClassificationPipeline, ZeroShotImageClassificationPipeline, rank_labels
 from .progress import Progress
-from .store import EmbeddingStore, ShardWriter, cosine_top_k
+from .store import EmbeddingStore, ShardWriter, StoreError, cosine_top_k, image_key, image_root, image_row, source_path
 
 Failures = list[tuple[str, str]]  # (item, one-line message)
+Reporter = Callable[[Failures], None]
+Pipeline = ZeroShotImageClassificationPipeline | ImageClassificationPipeline
 
 
-def _on_device(pipe: ZeroShotImageClassificationPipeline, inputs: dict[str, Any]) -> dict[str, Any]:
+class JobInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a job that saved its work first; the message says what was kept and how to resume."""
+
+
+def on_device(pipe: Pipeline, inputs: dict[str, Any]) -> dict[str, Any]:
     """Image inputs on the model's device, floating ones in its dtype."""
     return {k: v.to(pipe.device, pipe.dtype if v.is_floating_point() else v.dtype) for k, v in inputs.items()}
 
@@ -36,6 +45,41 @@ def split_sources(items: Sequence[str]) -> tuple[list[str], list[str]]:
     return urls, [i for i in items if i not in urls]
 
 
+def _stderr_skip(failures: Failures) -> None:
+    for _, message in failures:
+        print(f"siglip: skipped {message}", file=sys.stderr)
+
+
+@dataclass
+class Reports:
+    """What a job skipped and what decoding warned about, kept and passed on as they happen: to ``on_skip`` /
+    ``on_warning`` (None: only kept), with the progress bar ``bar`` cleared first so lines don't mix."""
+
+    on_skip: Reporter | None = _stderr_skip
+    on_warning: Reporter | None = None
+    bar: Progress | None = None
+    failures: Failures = field(default_factory=list)
+    warnings: Failures = field(default_factory=list)
+
+    def skip(self, items: Failures) -> None:
+        self.failures.extend(items)
+        self._tell(self.on_skip, items)
+
+    def warn(self, items: Failures) -> None:
+        self.warnings.extend(items)
+        self._tell(self.on_warning, items)
+
+    def batch(self, batch: Batch) -> None:
+        self.warn(batch.warnings)
+        self.skip(batch.errors)
+
+    def _tell(self, reporter: Reporter | None, items: Failures) -> None:
+        if reporter and items:
+            if self.bar is not None:
+                self.bar.clear()
+            reporter(items)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # classify
 # ------------------------------------------------------------------------------------------------------------
@@ -43,48 +87,102 @@ def split_sources(items: Sequence[str]) -> tuple[list[str], list[str]]:
 
 @dataclass
 class Classification:
-    """``results``: (image, [{"score", "label"}, ...] best first) per readable image; ``failures``: the others."""
+    """``results``: (image, [{"score", "label"}, ...] best first) per readable image; ``failures``: the others;
+    ``warnings``: what decoding said about readable ones (converted 16-bit images, huge images, ...)."""
 
     results: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
     failures: Failures = field(default_factory=list)
+    warnings: Failures = field(default_factory=list)
+
+
+def image_scorer(pipe: Pipeline, label_embeds: torch.Tensor | None = None) -> Callable[[dict[str, Any]], torch.Tensor]:
+    """Scores (n, k) on the CPU of preprocessed images: a fine-tuned classifier's head (softmax or sigmoid, as its
+    config says), or zero-shot sigmoid scores against the normalised text embeddings ``label_embeds`` (k, D)."""
+    if isinstance(pipe, ImageClassificationPipeline):
+        return lambda inputs: pipe.classify_pixels(on_device(pipe, inputs))
+    if label_embeds is None:
+        raise ValueError("zero-shot scores need label_embeds")
+    return lambda inputs: pipe.scores(pipe.embed_pixels(on_device(pipe, inputs)), label_embeds)
+
+
+def apply_to_files(
+    pipe: Pipeline,
+    paths: Sequence[Path],
+    model: Callable[[dict[str, Any]], torch.Tensor],
+    reports: Reports,
+    *,
+    batch_size: int = 16,
+    num_workers: int | None = None,
+) -> Iterator[tuple[list[str], torch.Tensor]]:
+    """(paths, ``model(inputs)``) a batch at a time for the files that decode (with ``image_scorer``'s function:
+    scores (n, k)); the others go to ``reports``, which also advances its bar."""
+    for batch in iter_image_batches(paths, pipe.image_processor, batch_size, workers_for(len(paths), num_workers)):
+        reports.batch(batch)
+        if batch.inputs is not None:
+            yield [info.path for info in batch.infos], model(batch.inputs)
+        if reports.bar is not None:
+            reports.bar.update(len(batch.infos) + len(batch.errors))
 
 
 def classify_images(
-    pipe: ZeroShotImageClassificationPipeline,
+    pipe: Pipeline,
     sources: Sequence[str],
-    labels: Sequence[str],
-    template: str,
+    labels: Sequence[str] | None = None,
+    template: str | None = None,
     *,
     top_k: int | None = None,
+    threshold: float | None = None,
     batch_size: int = 16,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     progress: bool = True,
+    on_skip: Reporter | None = None,
+    on_warning: Reporter | None = None,
 ) -> Classification:
-    """Zero-shot scores of image files, folders (searched recursively) and URLs against ``labels``."""
+    """Scores of image files, folders (searched recursively) and URLs: zero-shot against ``labels`` (filled into
+    ``template``), or by a fine-tuned classifier's head over its own labels (then ``labels`` must be None).
+
+    Results keep the order of ``sources`` (folders' files sorted) and name files as given. Each image keeps its
+    ``top_k`` best labels, and of those the ones scoring at least ``threshold``. ``num_workers`` None picks by job
+    size (``data.workers_for``).
+    """
     urls, local = split_sources(sources)
     paths = find_images(local) if local else []
     if not paths and not urls:
         raise ValueError(f"no images found in {' '.join(sources)}")
-    label_embeds = pipe.label_embeddings(list(labels), template)
+    if isinstance(pipe, ImageClassificationPipeline):
+        if labels:
+            raise ValueError("a fine-tuned classifier scores its own labels; don't pass labels")
+        labels = pipe.labels
+        score = image_scorer(pipe)
+    else:
+        if not labels or template is None:
+            raise ValueError("zero-shot classification needs labels and a template")
+        score = image_scorer(pipe, pipe.label_embeddings(list(labels), template))
+    labels = list(labels)
     out = Classification()
 
-    def score(names: list[str], inputs: dict[str, Any]) -> None:
-        image_embeds = pipe.embed_pixels(_on_device(pipe, inputs))
-        for name, row in zip(names, pipe.scores(image_embeds, label_embeds), strict=True):
-            out.results.append((name, rank_labels(row, list(labels), top_k)))
+    def keep(names: list[str], scores: torch.Tensor) -> None:
+        for name, row in zip(names, scores, strict=True):
+            ranked = rank_labels(row, labels, top_k)
+            if threshold is not None:
+                ranked = [item for item in ranked if item["score"] >= threshold]
+            out.results.append((name, ranked))
 
     with Progress(len(paths) + len(urls), "classifying", unit="img", disable=not progress) as bar:
+        reports = Reports(on_skip, on_warning, bar, out.failures, out.warnings)
         for url in urls:
             try:
-                score([url], pipe.preprocess_images([load_image(url)]))
+                with warnings_as_lines(url) as said:
+                    image = load_image(url, rescale_wide=True)
+                reports.warn(said)
+                keep([url], score(pipe.preprocess_images([image])))
             except (ValueError, OSError) as e:
-                out.failures.append((url, first_line(e)))
+                reports.skip([(url, first_line(e))])
             bar.update()
-        for batch in iter_image_batches(paths, pipe.image_processor, batch_size, num_workers):
-            out.failures.extend(batch.errors)
-            if batch.inputs is not None:
-                score([info.path for info in batch.infos], batch.inputs)
-            bar.update(len(batch.infos) + len(batch.errors))
+        for names, scores in apply_to_files(
+            pipe, paths, score, reports, batch_size=batch_size, num_workers=num_workers
+        ):
+            keep(names, scores)
     return out
 
 
@@ -93,13 +191,37 @@ def classify_images(
 # ------------------------------------------------------------------------------------------------------------
 
 
-def store_manifest(pipe: ZeroShotImageClassificationPipeline, model_name: str, kind: str) -> dict[str, Any]:
-    """What a store records about how its rows were made: model, kind, dimension, compute dtype, preprocessing."""
+def model_id(model_name: str) -> str:
+    """How a store records the model that made it: a local folder as its absolute path, a hub id or the demo
+    name as given."""
     folder = Path(model_name).expanduser()
-    model_id = str(folder.resolve()) if folder.is_dir() else model_name
-    return {
+    return str(folder.resolve()) if folder.is_dir() else model_name
+
+
+def store_model(store: EmbeddingStore, model: str | None, default: str) -> str:
+    """The model to use with ``store``: the one that made it when ``model`` is None (``default`` for a store that
+    does not exist yet); a different model is a ``StoreError``, since two models' embeddings don't compare."""
+    if not store.exists():
+        return model or default
+    made_with = store.read_manifest().get("model")
+    if model is None:
+        return made_with
+    if model_id(model) != made_with:
+        raise StoreError(
+            f"{store.root} holds embeddings made by {made_with}, not {model}: scores between two models' embeddings "
+            f"mean nothing. Leave out --model to use {made_with}, or use another store folder"
+        )
+    return model
+
+
+def store_manifest(
+    pipe: ZeroShotImageClassificationPipeline, model_name: str, kind: str, root: str | Path | None = None
+) -> dict[str, Any]:
+    """What a store records about how its rows were made: model, kind, dimension, compute dtype, preprocessing, and
+    for images the folder their keys are relative to (``root``)."""
+    manifest = {
         "kind": kind,
-        "model": model_id,
+        "model": model_id(model_name),
         "model_type": pipe.model.config.model_type,
         "dim": pipe.embed_dim,
         "normalized": True,
@@ -108,20 +230,27 @@ def store_manifest(pipe: ZeroShotImageClassificationPipeline, model_name: str, k
         "text_length": pipe.text_length,
         "preprocessing": pipe.image_processor.to_dict() if kind == "image" else {"max_length": pipe.text_length},
     }
+    if root is not None:
+        manifest["root"] = str(root)
+    return manifest
 
 
 @dataclass
 class EmbedReport:
-    """``total`` rows in the store after the job, ``written`` by it, ``failures`` skipped (path, message)."""
+    """``total`` rows in the store after the job, ``written`` by it, ``failures`` skipped (path, message),
+    ``warnings`` about files that were embedded (path, message)."""
 
     total: int
     written: int
     failures: Failures = field(default_factory=list)
+    warnings: Failures = field(default_factory=list)
 
 
-def _stderr_skip(failures: Failures) -> None:
-    for _, message in failures:
-        print(f"siglip: skipped {message}", file=sys.stderr)
+def _interrupted(written: int, total: int, what: str, store: EmbeddingStore) -> JobInterrupted:
+    return JobInterrupted(
+        f"{written} new {what} embedded and kept ({total} rows in {store.root}); run the same command again to "
+        "resume where it stopped"
+    )
 
 
 def embed_images(
@@ -131,54 +260,62 @@ def embed_images(
     model_name: str,
     *,
     batch_size: int = 16,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     shard_size: int = 1024,
     progress: bool = True,
-    on_skip: Callable[[Failures], None] | None = _stderr_skip,
+    on_skip: Reporter | None = _stderr_skip,
+    on_warning: Reporter | None = None,
     log: Callable[[str], None] | None = None,
 ) -> EmbedReport:
     """Embed the images under ``inputs`` into ``store``, incrementally: files already embedded with the same size
-    and modification time are kept, changed and deleted ones are dropped, new ones added."""
+    and modification time are kept, changed and deleted ones are dropped, new ones added.
+
+    Rows are keyed by path relative to the inputs' common folder (``store.image_root``, kept in the manifest), so
+    a moved folder needs no new embeddings. Ctrl-C keeps what was embedded and raises ``JobInterrupted``.
+    """
     paths = find_images(inputs)
-    manifest = store_manifest(pipe, model_name, "image")
+    if not paths:
+        raise ValueError(f"no images found in {' '.join(map(str, inputs))}")
+    root = image_root(inputs)
+    manifest = store_manifest(pipe, model_name, "image", root)
     store.prepare(manifest)
     current, unreadable = stat_files(paths)  # broken links and vanished files are skipped and reported
+    keys = {str(p): image_key(p, root) for p in paths}
+    stats = {keys[p]: stat for p, stat in current.items()}
     rows, _, _ = store.read("path")
     unchanged = {
         r["path"]
         for r in rows
-        if r["path"] in current
-        and r["size"] == current[r["path"]].st_size
-        and r["mtime_ns"] == current[r["path"]].st_mtime_ns
+        if (stat := stats.get(r["path"])) and (r["size"], r["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
     }
     stale = [r["path"] for r in rows if r["path"] not in unchanged]
     kept = store.compact("path", stale)
-    todo = [p for p in paths if str(p) in current and str(p) not in unchanged]
+    todo = [p for p in paths if str(p) in current and keys[str(p)] not in unchanged]
     if log:
         log(f"{len(paths)} images: {kept} already embedded, {len(todo)} to embed, {len(stale)} stale rows dropped")
     writer = ShardWriter(store, shard_size)
-    failures: Failures = []
-
-    def skip(items: Failures) -> None:
-        failures.extend(items)
-        if on_skip and items:
-            on_skip(items)
-
-    skip(unreadable)
+    reports = Reports(on_skip, on_warning)
+    reports.skip(unreadable)
+    interrupted = False
     try:
-        with Progress(len(todo), "embedding", unit="img", disable=not progress) as bar:
-            for batch in iter_image_batches(todo, pipe.image_processor, batch_size, num_workers):
-                skip(batch.errors)
+        with Progress(len(todo), "embedding", unit="img", disable=not progress) as reports.bar:
+            workers = workers_for(len(todo), num_workers)
+            for batch in iter_image_batches(todo, pipe.image_processor, batch_size, workers):
+                reports.batch(batch)
                 if batch.inputs is not None:
-                    embeddings = pipe.embed_pixels(_on_device(pipe, batch.inputs)).cpu().numpy()
-                    writer.add([vars(info) for info in batch.infos], embeddings)
-                bar.update(len(batch.infos) + len(batch.errors))
+                    embeddings = pipe.embed_pixels(on_device(pipe, batch.inputs)).cpu().numpy()
+                    writer.add([image_row(root=root, **vars(info)) for info in batch.infos], embeddings)
+                reports.bar.update(len(batch.infos) + len(batch.errors))
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         writer.flush()  # on Ctrl-C too: whatever was embedded is kept
-        store.write_errors(failures)
+        store.write_errors(reports.failures)
     total = kept + writer.written
     store.write_manifest(manifest, rows=total)
-    return EmbedReport(total, writer.written, failures)
+    if interrupted:
+        raise _interrupted(writer.written, total, "images", store)
+    return EmbedReport(total, writer.written, reports.failures, reports.warnings)
 
 
 def embed_texts(
@@ -191,7 +328,8 @@ def embed_texts(
     shard_size: int = 1024,
     progress: bool = True,
 ) -> EmbedReport:
-    """Embed ``texts`` (each once) into ``store``, incrementally: stored texts no longer wanted are dropped."""
+    """Embed ``texts`` (each once) into ``store``, incrementally: stored texts no longer wanted are dropped.
+    Ctrl-C keeps what was embedded and raises ``JobInterrupted``."""
     wanted = sorted(set(texts))
     manifest = store_manifest(pipe, model_name, "text")
     store.prepare(manifest)
@@ -200,17 +338,22 @@ def embed_texts(
     kept = store.compact("text", have - set(wanted))
     todo = [t for t in wanted if t not in have]
     writer = ShardWriter(store, shard_size)
+    interrupted = False
     try:
         with Progress(len(todo), "embedding", unit="text", disable=not progress) as bar:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
                 writer.add([{"text": t} for t in chunk], pipe.encode_texts(chunk).cpu().numpy())
                 bar.update(len(chunk))
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         writer.flush()
         store.write_errors([])
     total = kept + writer.written
     store.write_manifest(manifest, rows=total)
+    if interrupted:
+        raise _interrupted(writer.written, total, "texts", store)
     return EmbedReport(total, writer.written)
 
 
@@ -227,7 +370,8 @@ def search(
     image: str | None = None,
     top_k: int = 10,
 ) -> list[tuple[dict[str, Any], float]]:
-    """The ``top_k`` stored rows most similar (cosine) to a text or an image query, best first."""
+    """The ``top_k`` stored rows most similar (cosine) to a text or an image query, best first. An image row's
+    ``path`` is the file's path (the store keeps it relative to the embedded folder)."""
     manifest = store.read_manifest()
     rows, matrix = store.load()
     if pipe.embed_dim != manifest["dim"]:
@@ -235,8 +379,11 @@ def search(
             f"the model gives {pipe.embed_dim}-d embeddings but {store.root} holds {manifest['dim']}-d ones"
         )
     if image is not None:
-        query = pipe.embed_pixels(pipe.preprocess_images([load_image(image)]))[0]
+        query = pipe.embed_pixels(pipe.preprocess_images([load_image(image, rescale_wide=True)]))[0]  # as stored
     else:
         query = pipe.encode_texts([text])[0]
     top, scores = cosine_top_k(matrix, query.cpu().numpy().astype(np.float32), top_k)
-    return [(rows[i], float(s)) for i, s in zip(top, scores, strict=True)]
+    hits = [(rows[i], float(s)) for i, s in zip(top, scores, strict=True)]
+    if manifest.get("kind") == "image":
+        hits = [({**row, "path": source_path(manifest, row["path"])}, s) for row, s in hits]
+    return hits

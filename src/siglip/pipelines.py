@@ -1,7 +1,9 @@
-"""Zero-shot image classification and embedding helpers: ``siglip.pipeline("zero-shot-image-classification")``.
+"""Zero-shot image classification and embedding helpers: ``siglip.pipeline("zero-shot-image-classification")``,
+and ``siglip.pipeline("image-classification")`` for fine-tuned ``*ForImageClassification`` checkpoints.
 
-Same call and output as transformers' ``ZeroShotImageClassificationPipeline``
-(``pipelines/zero_shot_image_classification.py``), with two differences that matter in practice:
+Same calls and outputs as transformers' ``ZeroShotImageClassificationPipeline``
+(``pipelines/zero_shot_image_classification.py``) and ``ImageClassificationPipeline``
+(``pipelines/image_classification.py``), with two differences that matter in practice:
 
 * label embeddings are computed once per set of (labels, template) and cached on the pipeline, and images are
   batched, so n images x k labels costs n image passes and k text passes (transformers re-encodes every label
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .auto import AutoImageProcessor, AutoModel, AutoTokenizer
+from .auto import AutoImageProcessor, AutoModel, AutoModelForImageClassification, AutoTokenizer
 from .files import Checkpoint, is_onnx_export, split_hub_kwargs
 from .image_io import load_image
 from .onnx_backend import OnnxModel, load_onnx_export
@@ -27,7 +29,7 @@ from .optimization import optimize as optimize_model
 from .weights import resolve_device
 
 DEFAULT_TEMPLATE = "This is a photo of {}."
-TASKS = ("zero-shot-image-classification",)
+TASKS = ("zero-shot-image-classification", "image-classification")
 TEXT_INPUT_NAMES = ("input_ids", "attention_mask")  # what the text tower takes from a tokenizer's output
 
 
@@ -45,29 +47,70 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def check_labels(candidate_labels: Any, hypothesis_template: Any) -> list[str]:
-    """Validate labels and template with errors that name the problem."""
+def check_labels(
+    candidate_labels: Any,
+    hypothesis_template: Any,
+    names: tuple[str, str] = ("candidate_labels", "hypothesis_template"),
+) -> list[str]:
+    """Validate labels and template with errors that name the problem, and the argument by ``names`` (the command
+    line passes its flags, ``("--labels", "--template")``)."""
+    labels_name, template_name = names
     if isinstance(candidate_labels, str):
         candidate_labels = [candidate_labels]
     if not isinstance(candidate_labels, (list, tuple)):
-        raise ValueError(f"candidate_labels must be a list of strings, got {type(candidate_labels).__name__}")
+        raise ValueError(f"{labels_name} must be a list of strings, got {type(candidate_labels).__name__}")
     if not candidate_labels:
-        raise ValueError("candidate_labels is empty: give at least one label")
+        raise ValueError(f"{labels_name} is empty: give at least one label")
     bad = [label for label in candidate_labels if not isinstance(label, str)]
     if bad:
-        raise ValueError(f"candidate_labels must all be strings; got {bad[:3]!r}")
+        raise ValueError(f"{labels_name} must all be strings; got {bad[:3]!r}")
     duplicates = sorted({label for label in candidate_labels if candidate_labels.count(label) > 1})
     if duplicates:
-        raise ValueError(f"candidate_labels has duplicates: {duplicates}")
+        raise ValueError(f"{labels_name} has duplicates: {duplicates}")
     if not isinstance(hypothesis_template, str) or "{}" not in hypothesis_template:
         raise ValueError(
-            f"hypothesis_template must contain '{{}}' where the label goes, got {hypothesis_template!r} "
+            f"{template_name} must contain '{{}}' where the label goes, got {hypothesis_template!r} "
             "(pass '{}' if the labels are already full sentences)"
         )
     return list(candidate_labels)
 
 
-class ZeroShotImageClassificationPipeline:
+class _ImagePipeline:
+    """What the two pipelines share: a model in eval mode, its image processor, device, dtype, image loading."""
+
+    def __init__(self, model: Any, image_processor: Any, batch_size: int = 8) -> None:
+        self.model = model.eval()
+        self.image_processor = image_processor
+        self.batch_size = _check_batch_size(batch_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def preprocess_images(self, images: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Model inputs for a list of already-loaded images, on the model's device and dtype."""
+        batch = self.image_processor(list(images), return_tensors="pt")
+        return dict(batch.to(self.device).to(self.dtype))
+
+    def _image_batches(
+        self, images: Any, batch_size: int | None, timeout: float | None
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Model inputs for paths, URLs, PIL images, arrays or tensors (single or a list), a batch at a time. Paths,
+        URLs and PIL images go through ``load_image`` first, as in transformers' pipelines: the EXIF orientation is
+        applied and alpha is dropped (not composited). Arrays and tensors go to the processor as is."""
+        from PIL import Image
+
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        for chunk in _batches(items, _check_batch_size(batch_size or self.batch_size)):
+            loaded = [load_image(x, timeout) if isinstance(x, (str, os.PathLike, Image.Image)) else x for x in chunk]
+            yield self.preprocess_images(loaded)
+
+
+class ZeroShotImageClassificationPipeline(_ImagePipeline):
     """Scores images against free-text labels with a SigLIP / SigLIP2 model (independent sigmoid scores).
 
     Args:
@@ -83,19 +126,9 @@ class ZeroShotImageClassificationPipeline:
             raise ValueError(
                 f"zero-shot classification needs a SiglipModel or Siglip2Model, got {type(model).__name__}"
             )
-        self.model = model.eval()
+        super().__init__(model, image_processor, batch_size)
         self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.batch_size = _check_batch_size(batch_size)
         self._label_cache: dict[tuple[tuple[str, ...], str], torch.Tensor] = {}
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.dtype
 
     @property
     def text_length(self) -> int:
@@ -128,11 +161,6 @@ class ZeroShotImageClassificationPipeline:
         )
         return {k: tokens[k].to(self.device) for k in TEXT_INPUT_NAMES if k in tokens}
 
-    def preprocess_images(self, images: Sequence[Any]) -> dict[str, torch.Tensor]:
-        """Model inputs for a list of already-loaded images, on the model's device and dtype."""
-        batch = self.image_processor(list(images), return_tensors="pt")
-        return dict(batch.to(self.device).to(self.dtype))
-
     @torch.inference_mode()
     def embed_pixels(self, inputs: dict[str, torch.Tensor], normalize: bool = True) -> torch.Tensor:
         emb = self.model.get_image_features(**inputs).float()
@@ -146,13 +174,7 @@ class ZeroShotImageClassificationPipeline:
         Paths, URLs and PIL images go through ``load_image`` first, as in transformers' pipeline: the EXIF
         orientation is applied and alpha is dropped (not composited). Arrays and tensors go to the processor as is.
         """
-        from PIL import Image
-
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
-        out = []
-        for chunk in _batches(items, _check_batch_size(batch_size or self.batch_size)):
-            loaded = [load_image(x, timeout) if isinstance(x, (str, os.PathLike, Image.Image)) else x for x in chunk]
-            out.append(self.embed_pixels(self.preprocess_images(loaded), normalize))
+        out = [self.embed_pixels(inputs, normalize) for inputs in self._image_batches(images, batch_size, timeout)]
         if not out:
             return torch.empty(0, self.embed_dim)
         return torch.cat(out)
@@ -214,6 +236,94 @@ def rank_labels(scores: torch.Tensor, labels: Sequence[str], top_k: int | None =
     return [{"score": score, "label": label} for score, label in ranked]
 
 
+SCORE_FUNCTIONS = ("sigmoid", "softmax", "none")
+
+
+class ImageClassificationPipeline(_ImagePipeline):
+    """Classifies images with a fine-tuned ``SiglipForImageClassification`` / ``Siglip2ForImageClassification``
+    (what ``siglip train --task classification`` writes): its head's scores over its ``id2label``.
+
+    Scores are transformers' ``ImageClassificationPipeline``'s: a sigmoid per label when the config's
+    ``problem_type`` is ``multi_label_classification`` (or there is one label), the raw logits for
+    ``regression``, else a softmax over the labels.
+
+    Args:
+        model: a loaded ``*ForImageClassification``.
+        image_processor: its preprocessing.
+        batch_size: images per forward pass.
+    """
+
+    task = "image-classification"
+
+    def __init__(self, model: Any, image_processor: Any, batch_size: int = 8) -> None:
+        if not hasattr(model, "classifier"):
+            raise ValueError(
+                f"image classification needs a SiglipForImageClassification or Siglip2ForImageClassification, got "
+                f"{type(model).__name__}"
+            )
+        super().__init__(model, image_processor, batch_size)
+
+    @property
+    def labels(self) -> list[str]:
+        """The class names in head order (``config.id2label``)."""
+        id2label = self.model.config.id2label
+        return [id2label[i] for i in range(len(id2label))]
+
+    @property
+    def score_function(self) -> str:
+        """``sigmoid``, ``softmax`` or ``none``, from the config as transformers decides it."""
+        config = self.model.config
+        if config.problem_type == "regression":
+            return "none"
+        if config.problem_type == "multi_label_classification" or config.num_labels == 1:
+            return "sigmoid"
+        return "softmax"
+
+    @torch.inference_mode()
+    def classify_pixels(self, inputs: dict[str, torch.Tensor], function_to_apply: str | None = None) -> torch.Tensor:
+        """Scores (n, num_labels), float32 on the CPU, for preprocessed images."""
+        function = (function_to_apply or self.score_function).lower()
+        if function not in SCORE_FUNCTIONS:
+            raise ValueError(f"function_to_apply must be one of {', '.join(SCORE_FUNCTIONS)}, got {function!r}")
+        logits = self.model(**inputs).logits.float().cpu()
+        if function == "sigmoid":
+            return torch.sigmoid(logits)
+        return logits.softmax(-1) if function == "softmax" else logits
+
+    def __call__(
+        self,
+        image: Any = None,
+        top_k: int | None = 5,
+        function_to_apply: str | None = None,
+        timeout: float | None = None,
+        batch_size: int | None = None,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """Classify one image (a list of {"score", "label"}, best first, ``top_k`` of them) or a list of images."""
+        if image is None:
+            image = kwargs.pop("images", None)
+        if kwargs:
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+        if image is None:
+            raise ValueError("image-classification needs an image (a path, URL, PIL image or a list)")
+        labels = self.labels
+        results = [
+            rank_labels(row, labels, top_k)
+            for inputs in self._image_batches(image, batch_size, timeout)
+            for row in self.classify_pixels(inputs, function_to_apply)
+        ]
+        return results[0] if not isinstance(image, (list, tuple)) else results
+
+
+def checkpoint_task(checkpoint: str | os.PathLike | Checkpoint) -> str:
+    """``image-classification`` for a fine-tuned classifier (``config.json`` names a ``*ForImageClassification``
+    architecture), else ``zero-shot-image-classification``."""
+    architectures = Checkpoint.resolve(checkpoint).config_dict().get("architectures") or []
+    if any(str(name).endswith("ForImageClassification") for name in architectures):
+        return "image-classification"
+    return "zero-shot-image-classification"
+
+
 def _check_batch_size(batch_size: Any) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -221,22 +331,26 @@ def _check_batch_size(batch_size: Any) -> int:
 
 
 def load_model_and_preprocessing(
-    model: str | os.PathLike,
+    model: str | os.PathLike | Checkpoint,
     dtype: Any = None,
     device: Any = None,
     device_map: Any = None,
+    task: str = "zero-shot-image-classification",
     **kwargs: Any,
 ) -> tuple[Any, Any, Any]:
-    """Model, tokenizer and image processor from one folder or hub id, resolved once (each file parsed once). An
-    ONNX export folder (``siglip export onnx``) gives an ``OnnxModel``; ``providers=`` picks its ONNX Runtime
-    execution providers."""
+    """Model, tokenizer and image processor from one folder or hub id, resolved once (each file parsed once).
+    For ``task="image-classification"``: the ``*ForImageClassification`` model, no tokenizer (None). An ONNX export
+    folder (``siglip export onnx``) gives an ``OnnxModel``; ``providers=`` picks its ONNX Runtime execution
+    providers."""
     checkpoint = Checkpoint.resolve(model, **split_hub_kwargs(kwargs))
     if is_onnx_export(checkpoint.folder):  # run by ONNX Runtime
         return load_onnx_export(checkpoint, dtype=dtype, device=device, device_map=device_map, **kwargs)
     if device_map is None:
         device = resolve_pipeline_device(device)
-    loaded = AutoModel.from_pretrained(checkpoint, dtype=dtype, device=device, device_map=device_map, **kwargs)
-    return loaded, AutoTokenizer.from_pretrained(checkpoint), AutoImageProcessor.from_pretrained(checkpoint)
+    table = AutoModelForImageClassification if task == "image-classification" else AutoModel
+    loaded = table.from_pretrained(checkpoint, dtype=dtype, device=device, device_map=device_map, **kwargs)
+    tokenizer = None if task == "image-classification" else AutoTokenizer.from_pretrained(checkpoint)
+    return loaded, tokenizer, AutoImageProcessor.from_pretrained(checkpoint)
 
 
 def pipeline(
@@ -252,26 +366,34 @@ def pipeline(
     batch_size: int = 8,
     optimize: bool = True,
     **kwargs: Any,
-) -> ZeroShotImageClassificationPipeline:
-    """``pipeline("zero-shot-image-classification", model="google/siglip2-base-patch16-224")``.
+) -> ZeroShotImageClassificationPipeline | ImageClassificationPipeline:
+    """``pipeline("zero-shot-image-classification", model="google/siglip2-base-patch16-224")``, or
+    ``pipeline("image-classification", model="runs/flowers/checkpoint-0000100")`` for a fine-tuned classifier.
 
-    ``model`` is a folder, a hub id or a loaded model (then pass ``tokenizer`` and ``image_processor``, or a
-    ``processor``). ``dtype`` / ``device`` / ``device_map`` are as in ``from_pretrained`` (an int device is a CUDA
+    ``model`` is a folder, a hub id, ``"siglip-demo"`` (the bundled demo model) or a loaded model (then pass
+    ``tokenizer`` and ``image_processor``, or a ``processor``). Without ``task``, a checkpoint whose
+    ``config.json`` names a ``*ForImageClassification`` gets the image-classification pipeline, any other the
+    zero-shot one. ``dtype`` / ``device`` / ``device_map`` are as in ``from_pretrained`` (an int device is a CUDA
     index, as in transformers). ``optimize`` (default) runs the model through ``siglip.optimize``: the pipeline's
     ``model`` is then the fast inference-only twin, and a loaded model passed in is left as it was (converted
     copies go to the twin). ``optimize=False`` uses the plain model, moved and cast in place as transformers does.
     A folder written by ``siglip export onnx`` runs in ONNX Runtime (``providers=`` picks execution providers).
     """
-    task = task or "zero-shot-image-classification"
-    if task not in TASKS:
-        raise ValueError(f"task {task!r} is not supported; siglip provides {', '.join(TASKS)}")
     if model is None:
         raise ValueError("pipeline() needs model=: a checkpoint folder, a hub id or a loaded model")
+    named = isinstance(model, (str, os.PathLike, Checkpoint))
+    if task is None and named:
+        model = Checkpoint.resolve(model, **split_hub_kwargs(kwargs))
+        task = checkpoint_task(model)
+    elif task is None:
+        task = "image-classification" if hasattr(model, "classifier") else "zero-shot-image-classification"
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} is not supported; siglip provides {', '.join(TASKS)}")
     legacy_dtype = kwargs.pop("torch_dtype", None)  # transformers' older name for dtype
     dtype = dtype if dtype is not None else legacy_dtype
-    if isinstance(model, (str, os.PathLike)):
+    if named:
         loaded, tok, proc = load_model_and_preprocessing(
-            model, dtype=dtype, device=device, device_map=device_map, **kwargs
+            model, dtype=dtype, device=device, device_map=device_map, task=task, **kwargs
         )
         tokenizer = tokenizer or tok
         image_processor = image_processor or proc
@@ -281,7 +403,7 @@ def pipeline(
         if processor is not None:
             tokenizer = tokenizer or processor.tokenizer
             image_processor = image_processor or processor.image_processor
-        if tokenizer is None or image_processor is None:
+        if image_processor is None or (tokenizer is None and task != "image-classification"):
             raise ValueError("with a loaded model, pass tokenizer= and image_processor= (or processor=)")
         target = device if device is not None else device_map
         target = resolve_pipeline_device(target) if target is not None else None
@@ -291,4 +413,6 @@ def pipeline(
         else:
             model = model.to(target) if target is not None else model
             model = model.to(dtype) if dtype is not None else model
+    if task == "image-classification":
+        return ImageClassificationPipeline(model, image_processor, batch_size=batch_size)
     return ZeroShotImageClassificationPipeline(model, tokenizer, image_processor, batch_size=batch_size)

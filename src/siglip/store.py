@@ -2,7 +2,7 @@
 
 Layout of an output folder::
 
-    manifest.json            model, preprocessing, kind (image/text), dimension, compute dtype, row count
+    manifest.json            model, preprocessing, kind (image/text), dimension, compute dtype, row count, root (images)
     shards/000007.npy        float32 (n, D) embeddings, L2-normalised
     shards/000007.parquet    the n metadata rows, same order (.jsonl when pyarrow is not installed)
     errors.jsonl             files of the last run that could not be read, one {"path", "error"} a line
@@ -15,6 +15,12 @@ A killed job therefore loses at most the rows it had not yet written. Rows are k
 that hold dropped rows (deleted or changed files) so that no row is ever duplicated. ``load()`` returns rows
 sorted by key, whatever the shard layout, so an interrupted-and-resumed job reads back exactly like an
 uninterrupted one.
+
+An image row is ``image_row(...)``: ``path`` relative to the embedded folder (the manifest's ``root``, with ``/``
+separators), ``size``, ``mtime_ns``, ``width``, ``height``. Keys relative to the root let a moved folder be
+embedded again without re-embedding anything; ``source_path`` joins a key to the root. Version 1 stores keyed
+rows by absolute path: the next ``siglip embed`` into one rewrites its keys relative to its new root (rows of
+files outside it are dropped, as deleted files are), and readers take an absolute key as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +38,7 @@ import numpy as np
 from .files import atomic_write_bytes, fsync_dir, is_temporary
 
 FORMAT = "siglip-embeddings"
-VERSION = 1
+VERSION = 2  # 2: image rows keyed by path relative to the manifest's root (1: by absolute path)
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
 _SHARD = re.compile(r"^(\d{6})\.(npy|parquet|jsonl)$")
@@ -48,6 +54,51 @@ def atomic_write(path: Path, data: bytes) -> None:
         atomic_write_bytes(path, data)
     except OSError as e:
         raise StoreError(f"could not write {path}: {e.strerror or e}") from None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Image rows: the one place that says what a stored image row is (local and distributed jobs both call these)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def image_root(inputs: Sequence[str | os.PathLike]) -> Path:
+    """The folder image keys are relative to: the deepest folder holding every input (a folder input itself, a
+    file input's parent), absolute but with links unresolved so that keys keep the names the user sees."""
+    folders = []
+    for item in inputs:
+        path = Path(os.path.abspath(os.path.expanduser(item)))
+        folders.append(path if path.is_dir() else path.parent)
+    if not folders:
+        raise ValueError("no inputs to embed")
+    return Path(os.path.commonpath(folders))
+
+
+def image_key(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """The key of an image file: its path relative to ``root``, with ``/`` separators on every platform."""
+    return Path(os.path.relpath(os.path.abspath(os.path.expanduser(path)), root)).as_posix()
+
+
+def image_row(
+    path: str | os.PathLike, root: str | os.PathLike, size: int, mtime_ns: int, width: int, height: int
+) -> dict[str, Any]:
+    """The metadata row stored for an image file (its key, and what tells an unchanged file: size, mtime)."""
+    return {"path": image_key(path, root), "size": size, "mtime_ns": mtime_ns, "width": width, "height": height}
+
+
+def source_path(manifest: dict[str, Any], key: str) -> str:
+    """The file a stored image key names: ``root/key`` (an absolute key of a version 1 store as it is)."""
+    root = manifest.get("root")
+    return key if root is None or os.path.isabs(key) else os.path.join(root, *key.split("/"))
+
+
+def _relative_key(key: str, roots: Sequence[str]) -> str | None:
+    """A version 1 (absolute) key made relative to the first of ``roots`` that holds it; None if none does."""
+    if not os.path.isabs(key):
+        return key
+    for root in roots:
+        if os.path.commonpath([key, root]) == root:
+            return image_key(key, root)
+    return None
 
 
 def _discard(path: Path) -> None:
@@ -126,7 +177,9 @@ class EmbeddingStore:
         return manifest
 
     def prepare(self, manifest: dict[str, Any]) -> None:
-        """Create the folder, or check that an existing store was made with the same model and kind."""
+        """Create the folder, or check that an existing store was made with the same model and kind (and bring a
+        version 1 image store's keys to ``manifest["root"]``)."""
+        old = None
         if self.exists():
             old = self.read_manifest()
             for key in ("kind", "model", "dim", "normalized"):
@@ -151,7 +204,27 @@ class EmbeddingStore:
         if not os.access(self.root, os.W_OK):
             raise StoreError(f"{self.root} is not writable")
         self.remove_leftovers()  # one writer at a time: anything half-written belongs to a job that died
+        if old is not None and old.get("version", 1) < 2 and manifest.get("kind") == "image":
+            self._rekey_absolute_paths(manifest["root"])
         self.write_manifest(manifest)
+
+    def _rekey_absolute_paths(self, root: str) -> None:
+        """Rewrite the shards of a version 1 store (absolute keys) with keys relative to ``root`` (also tried with
+        links resolved: version 1 resolved them). Rows of files outside ``root`` are dropped. Each rewritten shard
+        is complete before its old one is deleted, and a shard already rewritten is left alone, so a job killed
+        half-way is finished by the next one."""
+        roots = list(dict.fromkeys([root, str(Path(root).resolve())]))
+        for _, npy_path, meta_path in self.shards():
+            rows, embeddings = self._read_shard(npy_path, meta_path)
+            if not any(os.path.isabs(row["path"]) for row in rows):
+                continue
+            keys = [_relative_key(row["path"], roots) for row in rows]
+            keep = [i for i, key in enumerate(keys) if key is not None]
+            if keep:
+                self.append([{**rows[i], "path": keys[i]} for i in keep], embeddings[keep])
+            meta_path.unlink(missing_ok=True)  # metadata first: a shard without it is already ignored
+            npy_path.unlink(missing_ok=True)
+        fsync_dir(self.shard_dir)
 
     def write_manifest(self, manifest: dict[str, Any], rows: int | None = None) -> None:
         manifest = {**manifest, "format": FORMAT, "version": VERSION, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -19,10 +19,8 @@ with the same global batch size, and a step's data depends only on (seed, step),
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..data import IMAGE_EXTENSIONS, find_images, first_line
+from ..data import absolute, class_folders, find_images, first_line, read_pair_file, warnings_as_lines
 from ..image_io import load_image
 from ..progress import Progress
 from .config import TrainError
@@ -60,39 +58,17 @@ def read_pairs(data: str | Path) -> tuple[list[Example], Skipped]:
         return _caption_folder(path)
     if not path.exists():
         raise TrainError(f"--data {data}: no such file or folder")
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".jsonl"):
+    if path.suffix.lower() not in (".csv", ".jsonl"):
         raise TrainError(f"--data {data}: expected a folder, a .csv or a .jsonl file")
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports often start with a BOM
-    except UnicodeDecodeError as e:
-        raise TrainError(f"{path} is not UTF-8 text ({first_line(e)})") from None
-    rows = _csv_rows(text, path) if suffix == ".csv" else _jsonl_rows(text, path)
-    examples: list[Example] = []
-    skipped: Skipped = []
-    for where, row in rows:
-        if isinstance(row, str):  # the reason the row could not be parsed
-            skipped.append((where, row))
-            continue
-        image, caption = row.get("image"), row.get("caption")
-        if not isinstance(image, str) or not image.strip():
-            skipped.append((where, "no image path"))
-            continue
-        if not isinstance(caption, str) or not caption.strip():
-            skipped.append((where, "empty caption"))
-            continue
-        image_path = (path.parent / image.strip()).resolve()
-        if not image_path.is_file():
-            skipped.append((where, f"image {image_path} does not exist"))
-            continue
-        examples.append(Example(str(image_path), caption.strip()))
-    if not examples:
-        raise TrainError(f"{path} has no usable (image, caption) rows ({len(skipped)} skipped)")
-    return examples, skipped
+        pairs, skipped = read_pair_file(path)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    return [Example(image, caption) for image, caption in pairs], skipped
 
 
 def _caption_folder(folder: Path) -> tuple[list[Example], Skipped]:
-    images = find_images([folder])
+    images = [absolute(p) for p in find_images([folder])]
     if not images:
         raise TrainError(f"--data {folder}: no images found (looked recursively for .jpg, .png, .webp, ...)")
     examples: list[Example] = []
@@ -119,57 +95,19 @@ def _caption_folder(folder: Path) -> tuple[list[Example], Skipped]:
     return examples, skipped
 
 
-def _csv_rows(text: str, path: Path) -> Iterator[tuple[str, dict[str, Any] | str]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))  # a file-like source keeps quoted newlines
-    fields = reader.fieldnames or []
-    missing = [name for name in ("image", "caption") if name not in fields]
-    if missing:
-        raise TrainError(f"{path}: needs columns image and caption; its header is {','.join(fields) or '(empty)'}")
-    while True:
-        where = f"{path}:{reader.line_num + 1}"
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            yield where, f"malformed row ({first_line(e)})"
-            continue
-        if None in row:
-            yield where, "more fields than the header"
-            continue
-        yield where, row
-
-
-def _jsonl_rows(text: str, path: Path) -> Iterator[tuple[str, dict[str, Any] | str]]:
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            yield where, f"not JSON ({e.msg})"
-            continue
-        yield (where, row) if isinstance(row, dict) else (where, "not a JSON object")
-
-
 def read_class_folders(root: str | Path) -> tuple[list[Example], list[str], Skipped]:
     """(image, class index) examples from ``root/<class>/...`` and the class names (sorted folder names).
 
-    Each class folder is searched recursively (links followed); hidden folders (``.cache``) are not classes.
+    Each class folder is searched recursively; hidden folders (``.cache``) and folders without images are not
+    classes.
     """
     root = Path(root).expanduser()
-    if not root.is_dir():
-        raise TrainError(f"--data {root}: classification needs a folder with one sub-folder per class")
-    by_class: dict[str, list[Path]] = {}
-    skipped: Skipped = []
-    for entry in sorted(root.iterdir()):
-        if entry.is_dir() and not entry.name.startswith("."):
-            images = find_images([entry])
-            if images:
-                by_class[entry.name] = images
-        elif entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS:
-            skipped.append((str(entry), "not inside a class folder"))
+    try:
+        folders, stray = class_folders(root)
+    except NotADirectoryError:
+        raise TrainError(f"--data {root}: classification needs a folder with one sub-folder per class") from None
+    by_class = {name: [absolute(p) for p in images] for name, images in folders.items() if images}
+    skipped: Skipped = [(str(entry), "not inside a class folder") for entry in stray]
     if not by_class and not skipped:
         raise TrainError(f"--data {root}: no images found (looked recursively for .jpg, .png, .webp, ...)")
     classes = sorted(by_class)
@@ -188,7 +126,7 @@ def read_class_folders(root: str | Path) -> tuple[list[Example], list[str], Skip
 
 
 class _Probe(torch.utils.data.Dataset):
-    """Decodes one image per item; returns (path, None) or (path, reason)."""
+    """Decodes one image per item; returns (path, None or the reason it failed, what decoding warned about)."""
 
     def __init__(self, paths: Sequence[str]):
         self.paths = list(paths)
@@ -196,20 +134,24 @@ class _Probe(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[str, str | None]:
+    def __getitem__(self, index: int) -> tuple[str, str | None, list[str]]:
         path = self.paths[index]
-        try:
-            load_image(path).load()
-        except Exception as e:  # noqa: BLE001 - any decoding failure means "skip this image"
-            return path, first_line(e)
-        return path, None
+        reason = None
+        with warnings_as_lines(path) as said:
+            try:
+                load_image(path, rescale_wide=True).load()
+            except Exception as e:  # noqa: BLE001 - any decoding failure means "skip this image"
+                reason = first_line(e)
+        return path, reason, [message for _, message in said]
 
 
 def scan_images(paths: Sequence[str], num_workers: int, rank: int, world: int, show: bool) -> dict[str, str]:
     """Decode every image once; {path: reason} for those that fail, the same dict on every rank.
 
     Each rank decodes every ``world``-th path and the failures are exchanged, so the scan costs one pass over the
-    data spread over all processes.
+    data spread over all processes. What decoding warns about (an image stretched to 8 bits, a very large image) is
+    logged once here, one ``warning: <path>: ...`` line each, where ``show`` (the main process, not ``-q``); training
+    then decodes the same files silently.
     """
     share = list(paths[rank::world])
     loader = torch.utils.data.DataLoader(
@@ -220,16 +162,22 @@ def scan_images(paths: Sequence[str], num_workers: int, rank: int, world: int, s
         prefetch_factor=4 if num_workers else None,
     )
     bad: list[tuple[str, str]] = []
+    said: list[str] = []
     with Progress(len(share), "checking images", unit="img", disable=not show) as bar:
         for batch in loader:
-            bad.extend((path, reason) for path, reason in batch if reason is not None)
+            bad.extend((path, reason) for path, reason, _ in batch if reason is not None)
+            said.extend(message for _, _, messages in batch for message in messages)
             bar.update(len(batch))
     if world > 1:
         import torch.distributed as dist
 
         gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, bad)
-        bad = [item for part in gathered for item in part]
+        dist.all_gather_object(gathered, (bad, said))
+        bad = [item for part, _ in gathered for item in part]
+        said = [message for _, part in gathered for message in part]
+    if show:
+        for message in said:
+            logger.info("warning: %s", message)
     return dict(bad)
 
 
@@ -246,7 +194,9 @@ class ExampleDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], str | int]:
         example = self.examples[index]
         try:
-            image = load_image(example.image)
+            with warnings.catch_warnings():  # what decoding warns about was said once, by scan_images
+                warnings.simplefilter("ignore")
+                image = load_image(example.image, rescale_wide=True)
         except Exception as e:  # noqa: BLE001 - it decoded in the scan; say so rather than a bare PIL error
             raise TrainError(f"{example.image} no longer decodes ({first_line(e)}); it was fine at start") from None
         return dict(self.image_processor([image], return_tensors="pt")), example.target
