@@ -89,3 +89,16 @@ def assert_close(ours: torch.Tensor, ref: torch.Tensor, rtol: float = 1e-5, what
     scale = ref.abs().max().clamp_min(1e-12)
     err = ((ours - ref).abs().max() / scale).item()
     assert err <= rtol, f"{what}: max relative error {err:.3g} > {rtol}"
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> str:
+    """One local Ray cluster (2 CPUs) for every Ray test of the session; yields its address."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    import logging
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

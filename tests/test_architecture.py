@@ -41,7 +41,10 @@ LAYERS = [
     # batch jobs and commands
     "data",
     "store",
+    "index",
+    "dedup",
     "jobs",
+    "distributed",
     "cli_utils",
     "train.config",
     "train.data",
