@@ -226,6 +226,7 @@ def _embed_images_on_ray(args: argparse.Namespace, store: Any) -> int:
         num_workers=args.num_workers,
         cpus_per_worker=args.cpus_per_worker,
         gpus_per_worker=args.gpus_per_worker,
+        dtype=args.dtype,
         **_image_job_options(args),
     )
     _print_embed_report(args, report)

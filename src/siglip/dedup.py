@@ -164,7 +164,9 @@ def _index_pairs(
         keys = np.concatenate(found)
         shard = np.searchsorted(firsts, keys, side="right") - 1
         positions = starts[shard] + keys - firsts[shard]
-        pair = positions > offsets[i] + rows  # each pair once, from its first row
+        # Every neighbour but the row itself: the graph's neighbour lists are not symmetric (B may be among A's
+        # neighbours but not A among B's), so a pair is kept from whichever side finds it (possibly both).
+        pair = positions != offsets[i] + rows
         rows, positions = rows[pair], positions[pair]
         if len(rows):
             partners, which = np.unique(positions, return_inverse=True)

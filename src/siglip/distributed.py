@@ -4,9 +4,9 @@ The driver lists the files once and decides what is new, changed or stale exactl
 (``jobs.plan_images``). Ray Data then reads and decodes the files in parallel tasks (``data.ImageFiles``, the
 local decoder: same images, same skip-and-report messages), and an actor pool runs the model: one pipeline per
 actor, ``shard_size`` rows per Ray batch, ``batch_size`` images per forward pass. Each actor writes its batches
-as shards straight into the store, under its own writer name (``000012-3f2a9c1e``), so the driver never holds the
-embeddings and workers never write the same file. The store must be on storage that every node sees (NFS, a
-shared disk, or one machine).
+as shards straight into the store, under its own writer name (``000012-00001a2b3f2a9c1e``: its process id and a
+random part), so the driver never holds the embeddings and workers never write the same file. The store must be
+on storage that every node sees (NFS, a shared disk, or one machine).
 
 Ray retries a batch whose actor died; if the actor had already written the shard, the retry writes the rows
 again, and the compaction the driver runs at the end (or the next run's, if the driver died) keeps one copy.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -87,6 +88,12 @@ def decode_files(batch: dict[str, np.ndarray], image_processor: Any) -> dict[str
     }
 
 
+def writer_name() -> str:
+    """A writer name unique across the cluster: this process's id (8 hex digits, so a shard says which worker wrote
+    it) and 8 random hex digits (process ids repeat across nodes and restarts)."""
+    return f"{os.getpid() & 0xFFFFFFFF:08x}{uuid.uuid4().hex[:8]}"
+
+
 class EmbedShards:
     """Ray Data actor: one loaded pipeline; embeds each batch it gets and writes it as a shard of the store."""
 
@@ -96,9 +103,10 @@ class EmbedShards:
         self.pipe = pipeline("zero-shot-image-classification", model=model, dtype=dtype, device=device)
         self.batch_size = batch_size
         store = EmbeddingStore(root)
-        # Shards named after this actor (a new name if Ray restarts it), numbered on from the driver's last.
+        # Shards named after this actor: its process id and a random part (a restarted actor gets a new name),
+        # numbered on from the driver's last shard.
         self.writer = ShardWriter(
-            store, rows=sys.maxsize, seconds=float("inf"), writer=uuid.uuid4().hex[:8], first_seq=first_seq
+            store, rows=sys.maxsize, seconds=float("inf"), writer=writer_name(), first_seq=first_seq
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -132,8 +140,8 @@ def _check_resources(ray: Any, num_workers: int, cpus: float, gpus: float, local
 
 
 def embed_images_on_ray(
-    inputs: Sequence[str],
-    store: EmbeddingStore,
+    inputs: Sequence[str | os.PathLike],
+    store: EmbeddingStore | str | os.PathLike,
     model_name: str,
     *,
     pipe: Any = None,
@@ -153,11 +161,14 @@ def embed_images_on_ray(
     (same rows, embeddings equal to fp32 noise), incremental and resumable in the same way.
 
     Args:
+        store: the output folder (an ``EmbeddingStore`` or its path), on storage every node of the cluster sees.
         address: a running cluster (``"auto"``, ``"HOST:PORT"``, ``"ray://HOST:10001"``); None joins the cluster
             this process is connected to, or ``RAY_ADDRESS``, or starts a local one.
         num_workers, cpus_per_worker, gpus_per_worker: the actor pool (one loaded model per actor).
+        dtype: the weights dtype each actor loads ``model_name`` in ("auto" resolves on the actor's device, as
+            a local run does on its own).
         pipe: a pipeline loaded on the driver for the store's manifest and preprocessing (loaded on the CPU
-            from ``model_name`` when None); the actors load ``model_name`` in its dtype.
+            from ``model_name`` when None); only its preprocessing and dimensions are used.
     """
     from .pipelines import pipeline
 
@@ -167,6 +178,7 @@ def embed_images_on_ray(
     if cpus_per_worker <= 0 or gpus_per_worker < 0:
         raise ValueError("cpus_per_worker must be > 0 and gpus_per_worker >= 0")
     ray = require_ray()
+    store = store if isinstance(store, EmbeddingStore) else EmbeddingStore(store)
     paths = find_images(inputs)
     if pipe is None:
         pipe = pipeline("zero-shot-image-classification", model=model_name, dtype=dtype, device="cpu")
@@ -199,7 +211,7 @@ def embed_images_on_ray(
                 EmbedShards,
                 fn_constructor_kwargs={
                     "model": model_id(model_name),  # a folder by its absolute path: workers start elsewhere
-                    "dtype": pipe.dtype,
+                    "dtype": dtype,
                     "device": "cuda" if gpus_per_worker else "cpu",
                     "root": str(store.root.resolve()),
                     "first_seq": store.next_seq(),

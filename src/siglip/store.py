@@ -5,7 +5,8 @@ Layout of an output folder::
     manifest.json            model, preprocessing, kind (image/text), dimension, storage dtype, row count
     shards/000007.npy        (n, D) embeddings, L2-normalised, float32 (or float16: ``--storage-dtype float16``)
     shards/000007.parquet    the n metadata rows, same order (.jsonl when pyarrow is not installed)
-    shards/000008-3f2a9c1e.npy, .parquet   a shard written by one of several concurrent writers (Ray workers)
+    shards/000008-00001a2b3f2a9c1e.npy, .parquet   a shard of one of several concurrent writers (a Ray worker:
+                             its process id and a random part)
     errors.jsonl             files of the last run that could not be read, one {"path", "error"} a line
     index/                   the optional ANN index (``index.py``)
 
@@ -564,6 +565,8 @@ def exact_search(
     if top_k is None and threshold is None:
         raise ValueError("exact_search needs top_k or threshold (or both)")
     queries = normalize_queries(queries)
+    if block_rows is None:  # a block's vectors and its (rows, queries) score matrix each within BLOCK_BYTES
+        block_rows = max(1, BLOCK_BYTES // (4 * max(queries.shape[1], len(queries))))
     blocks = store.blocks(block_rows)
     if blocks and queries.shape[1] != store.open_embeddings(blocks[0].npy).shape[1]:
         raise ValueError(f"the queries are {queries.shape[1]}-d but {store.root} holds other embeddings")
