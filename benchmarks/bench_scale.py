@@ -38,6 +38,15 @@ SECTION = "## Collections at scale (issue 17)"
 SHARD_ROWS = 8192  # 24 MiB float32 shards at 768-d
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def peak_rss_mib() -> float:
     """This process's peak RSS (VmHWM: unlike ru_maxrss, it starts afresh at exec, not at the parent's peak)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -335,17 +344,24 @@ def main(argv: list[str] | None = None) -> int:
     import siglip
     from bench_preprocess import cpu_name
 
-    machine = f"{cpu_name()}, {os.cpu_count()} cores, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB, numpy {np.__version__}, siglip {siglip.__version__}"  # noqa: E501
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    machine = f"{cpu_name()}, {os.cpu_count()} cores, {memory:.0f} GiB, numpy {np.__version__}"
+    machine += f", usearch {_version('usearch')}, ray {_version('ray')}, siglip {siglip.__version__}"
     print(f"machine: {machine}", flush=True)
     rows: list[tuple[str, str, str]] = []
     started = time.perf_counter()
+    load_before = os.getloadavg()
     bench_search(rows, workdir, n, 768, n_queries, [d for d in args.index_dtypes.split(",") if d])
     if args.ray:
         bench_ray(rows, workdir, n_images, args.ray_address)
+    load = "load average (1, 5, 15 min) at the start {:.1f} {:.1f} {:.1f}, at the end {:.1f} {:.1f} {:.1f}".format(
+        *load_before, *os.getloadavg()
+    )
     command = "python benchmarks/bench_scale.py" + (" --quick" if args.quick else "")
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     text = (
-        f"{SECTION}\n\nCommand: `{command}` ({time.perf_counter() - started:.0f}s in all)\n\nMachine: {machine}\n\n"
+        f"{SECTION}\n\nCommand: `{command}` ({time.perf_counter() - started:.0f}s in all)\n\nMachine: {machine}; "
+        f"{load} (the machine is shared: ratios are same-run comparisons)\n\n"
         f"Store: {n} synthetic clustered 768-d vectors ({max(1, n // 100)} clusters), float32 shards of "
         f"{SHARD_ROWS} rows; {n_queries} held-out queries.\n\n"
         f"| measurement | value | note |\n|---|---:|---|\n{table}\n"

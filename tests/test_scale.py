@@ -450,6 +450,25 @@ def test_float16_storage_halves_the_shards(model_dir, tmp_path, capsys):
     assert code == 1 and "storage_dtype='float16', this run has storage_dtype='float32'" in err
 
 
+def test_a_missing_extra_is_named(model_dir, tmp_path, capsys, monkeypatch):
+    """Without usearch, `siglip index` says which extra to install; without Ray, `embed --engine ray` does (before
+    the model loads), and so does the Python entry point."""
+    from siglip.distributed import embed_images_on_ray
+
+    make_images(tmp_path / "imgs", 2)
+    out = tmp_path / "store"
+    embed = ["embed", tmp_path / "imgs", "-o", out, "--model", model_dir, "--num-workers", "0", "-q"]
+    assert run(embed, capsys)[0] == 0
+    monkeypatch.setitem(sys.modules, "usearch.index", None)  # `import usearch.index` now raises ImportError
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code, _, err = run(["index", out], capsys)
+    assert code == 1 and "siglip: error: the ANN index needs usearch: pip install 'siglip[index]'" in err
+    code, _, err = run(["embed", tmp_path / "imgs", "-o", out, "--engine", "ray", "--model", "no-such/model"], capsys)
+    assert code == 1 and "siglip: error: --engine ray needs Ray Data: pip install 'siglip[ray]'" in err
+    with pytest.raises(ImportError, match=r"pip install 'siglip\[ray\]'"):
+        embed_images_on_ray([tmp_path / "imgs"], out, str(model_dir))
+
+
 def test_help_of_the_new_commands_has_examples(capsys):
     for command in ("index", "dedup", "search", "embed"):
         with pytest.raises(SystemExit) as exit_info:
@@ -567,6 +586,22 @@ def _kill_a_writing_worker(out: Path, job: threading.Thread, deadline: float) ->
             return writers[0], shards
         time.sleep(0.01)
     return None, []
+
+
+def test_a_pool_the_local_cluster_can_never_schedule_is_refused(ray_address, caplog):
+    """Ray would wait forever for actors that a cluster started by the job can't place: the job refuses them, naming
+    the flags; on a cluster given by --address (which may grow) it only warns."""
+    import ray
+
+    from siglip.distributed import _check_resources
+
+    with pytest.raises(ValueError, match=r"needs 5 CPUs \(4 workers x 1 \+ 1 for decoding\); the cluster has 2 CPUs"):
+        _check_resources(ray, 4, 1.0, 0.0, local=True)
+    with pytest.raises(ValueError, match=r"needs 1 GPUs \(1 workers x 1\); the cluster has 2 CPUs and 0 GPUs"):
+        _check_resources(ray, 1, 0.5, 1.0, local=True)
+    _check_resources(ray, 2, 0.5, 0.0, local=True)  # what the tests below run
+    _check_resources(ray, 4, 1.0, 0.0, local=False)
+    assert "waiting for the autoscaler" in caplog.text
 
 
 def test_ray_embed_resumes_after_a_killed_driver_and_survives_a_killed_worker(
