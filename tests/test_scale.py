@@ -121,6 +121,25 @@ def test_streamed_search_after_an_unfinished_job_skips_stale_duplicates(tmp_path
     assert len(store.load()[0]) == 300
 
 
+def test_a_batch_written_by_two_workers_is_read_once_and_compacted_to_one_copy(tmp_path):
+    """What a Ray batch retried after its first worker had written its shard leaves: the same rows in two shards
+    under two writers' names. Readers see one copy; the compaction that ends the job keeps one."""
+    vectors = clustered(60, 8, 3)
+    rows = path_rows(60)
+    store = write_store(tmp_path / "s", vectors[:40], rows[:40], 20, finished=False)
+    unit = vectors[40:] / np.linalg.norm(vectors[40:], axis=1, keepdims=True)
+    for writer in ("00001a2b3f2a9c1e", "00001a2c77e0b5d4"):
+        retried = ShardWriter(store, 100, writer=writer, first_seq=2)
+        retried.add(rows[40:], unit)
+        retried.flush()
+    assert [name for name, _, _ in store.shards()][-2:] == ["000002-00001a2b3f2a9c1e", "000002-00001a2c77e0b5d4"]
+    assert len(store.load()[0]) == 60
+    assert keyed(exact_search(store, unit[3], 5)[0]) == in_memory(store, unit[3], 5)
+    assert store.compact("path") == 60
+    assert_no_key_twice(store.root)
+    assert len(store.load()[0]) == 60
+
+
 BOUNDED = r"""
 import json, resource, sys
 import numpy as np
