@@ -106,3 +106,17 @@ def classifier_run(tmp_path_factory) -> tuple[Path, Path]:
     args = ["--task", "classification", "--data", str(data), "--model", str(base), "--output", str(root / "run")]
     assert train_main([*args, *options]) == 0
     return root / "run" / "checkpoint-0000002", data
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> str:
+    """One local Ray cluster (2 CPUs) for every Ray test of the session; yields its address."""
+    import logging
+
+    import ray  # the test extra installs ray[data]: a missing one fails these tests, never skips them
+    import ray.data
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -42,9 +42,12 @@ LAYERS = [
     # batch jobs and commands
     "data",
     "store",
+    "index",
+    "dedup",
     "jobs",
     "export",
     "evaluation",
+    "distributed",
     "cli_utils",
     "train.config",
     "train.data",

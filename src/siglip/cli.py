@@ -1,5 +1,5 @@
-"""The ``siglip`` command: ``classify``, ``embed``, ``search``, ``eval``, ``export onnx``, ``serve`` (and ``train``,
-from ``siglip.train``).
+"""The ``siglip`` command: ``classify``, ``embed``, ``search``, ``index``, ``dedup``, ``eval``, ``export onnx``,
+``serve`` (and ``train``, from ``siglip.train``).
 
 Results go to stdout, progress and logs to stderr. A failure exits non-zero with one line
 ``siglip: error: <reason>``; unreadable images in batch jobs are skipped, reported on stderr and (for ``embed``)
@@ -64,7 +64,8 @@ def add_model_options(parser: argparse.ArgumentParser, model_default: str | None
         type=int,
         default=None,
         help=f"processes decoding images ahead of the model; 0 decodes in the main process (default: 0 for fewer "
-        f"than {SMALL_JOB} images, else {default_workers()})",
+        f"than {SMALL_JOB} images, else {default_workers()}); with embed --engine ray: the number of model "
+        "actors (default: 1)",
     )
     group.add_argument("--quiet", "-q", action="store_true", help="no progress bar, info messages or warnings")
 
@@ -270,9 +271,13 @@ EMBED_EXAMPLES = """examples:
   siglip embed photos/ --output photos.emb            # again: only new or changed files are embedded
   siglip embed --texts captions.txt --output captions.emb
   siglip embed a.jpg b.png --output small.emb --model siglip-demo --num-workers 0
+  siglip embed photos/ --output photos.emb --storage-dtype float16    # half the disk and I/O
+  siglip embed /nfs/photos --output /nfs/photos.emb --engine ray --address auto --num-workers 8 --gpus-per-worker 1
 
 Output: OUT/manifest.json, OUT/shards/NNNNNN.npy (+ .parquet or .jsonl metadata: path, size, mtime, width,
 height), OUT/errors.jsonl (files that could not be read). Interrupted runs resume where they stopped.
+With --engine ray, Ray Data decodes the files and a pool of --num-workers actors runs the model; OUT and the
+images must be on storage every node of the cluster sees. An index in OUT (`siglip index`) is kept up to date.
 """
 
 
@@ -286,7 +291,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
     store = EmbeddingStore(args.output)
     args.model = store_model(store, args.model, DEFAULT_MODEL)  # an existing store's model unless told otherwise
     if args.texts:
+        if args.engine != "local":
+            raise CLIError("--engine ray embeds images; embed --texts without it")
         return _embed_texts(args, store)
+    if args.engine == "ray":
+        return _embed_images_on_ray(args, store)
     return _embed_images(args, store)
 
 
@@ -296,17 +305,56 @@ def _embed_images(args: argparse.Namespace, store: Any) -> int:
     pipe = load_pipeline(args)
     started = time.perf_counter()
     report = embed_images(
-        pipe,
+        pipe, args.inputs, store, args.model, num_workers=args.num_workers, **_image_job_options(args)
+    )
+    _print_embed_report(args, report, started)
+    return 0
+
+
+def _image_job_options(args: argparse.Namespace, warnings: bool = True) -> dict[str, Any]:
+    """What a local and a Ray image job take alike from the command line (a Ray job reports no decoding
+    warnings: they stay in its workers)."""
+    reporters = _reporters(args)
+    return {
+        "batch_size": args.batch_size,
+        "shard_size": args.shard_size,
+        "storage_dtype": args.storage_dtype,
+        "progress": not args.quiet,
+        "log": log.info,
+        **(reporters if warnings else {"on_skip": reporters["on_skip"]}),
+    }
+
+
+def _embed_images_on_ray(args: argparse.Namespace, store: Any) -> int:
+    from .distributed import embed_images_on_ray, require_ray
+
+    try:
+        require_ray()
+    except ImportError as e:
+        raise CLIError(str(e)) from None
+    num_workers = 1 if args.num_workers is None else positive("--num-workers", args.num_workers)
+    if args.cpus_per_worker <= 0 or args.gpus_per_worker < 0:
+        raise CLIError("--cpus-per-worker must be more than 0 and --gpus-per-worker at least 0")
+    args.device = "cpu"  # the driver's copy of the model only describes the store; the actors run it
+    pipe = load_pipeline(args)
+    started = time.perf_counter()
+    report = embed_images_on_ray(
         args.inputs,
         store,
         args.model,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        shard_size=args.shard_size,
-        progress=not args.quiet,
-        log=log.info,
-        **_reporters(args),
+        pipe=pipe,
+        address=args.address,
+        num_workers=num_workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+        dtype=args.dtype,
+        **_image_job_options(args, warnings=False),
     )
+    _print_embed_report(args, report, started)
+    return 0
+
+
+def _print_embed_report(args: argparse.Namespace, report: Any, started: float) -> None:
     where = f", listed in {Path(args.output) / 'errors.jsonl'}" if report.failures else ""
     rate = report.written / max(time.perf_counter() - started, 1e-9)  # listing, decoding and the model together
     new = f"{report.written} new at {rate:.1f} img/s" if report.written else "0 new"
@@ -314,7 +362,6 @@ def _embed_images(args: argparse.Namespace, store: Any) -> int:
     if not report.total and report.failures:
         raise CLIError(f"none of the {len(report.failures)} images could be read; {summary}")
     print(summary, file=sys.stderr)
-    return 0
 
 
 def _embed_texts(args: argparse.Namespace, store: Any) -> int:
@@ -347,7 +394,9 @@ def _embed_texts(args: argparse.Namespace, store: Any) -> int:
         args.model,
         batch_size=max(args.batch_size, 32),
         shard_size=args.shard_size,
+        storage_dtype=args.storage_dtype,
         progress=not args.quiet,
+        log=log.info,
     )
     print(f"{report.total} texts in {args.output} ({report.written} new)", file=sys.stderr)
     return 0
@@ -360,35 +409,151 @@ def _embed_texts(args: argparse.Namespace, store: Any) -> int:
 SEARCH_EXAMPLES = """examples:
   siglip search photos.emb "a dog on a beach"
   siglip search photos.emb --image query.jpg --top-k 5
-  siglip search photos.emb "sunset" --paths-only | xargs -I{} cp {} picks/
+  siglip search photos.emb "sunset" --format paths | xargs -I{} cp {} picks/
+  siglip search photos.emb --texts queries.txt --threshold 0.12 --format jsonl > hits.jsonl
+  siglip search photos.emb "a red car" --exact          # ignore the index: exact search, streamed
+
+Queries: a text, --image PATH (repeatable), --texts FILE (one query a line); one block of results each.
+The model is the store's (--model must name the same one). With an index (`siglip index`) that is up to date,
+the search is approximate and its results carry their exact scores; otherwise it is exact, streamed over the
+shards with bounded memory. --threshold keeps results scoring at least T (all of them unless --top-k is given).
 """
+
+INDEX_EXAMPLES = """examples:
+  siglip index photos.emb                       # HNSW (usearch), cosine, float16 vectors
+  siglip index photos.emb --dtype i8            # int8 vectors: a quarter of float32's memory
+
+The index lives in OUT/index/ and covers the store's shards; `siglip embed` updates it when it adds, changes or
+drops rows (no rebuild). Running `siglip index` again updates it, or rebuilds it with other settings.
+"""
+
+DEDUP_EXAMPLES = """examples:
+  siglip dedup photos.emb --threshold 0.95                     # JSON Lines, one group a line
+  siglip dedup photos.emb --threshold 0.95 --keep largest --format csv > dupes.csv
+  siglip dedup photos.emb --threshold 0.98 --keep first | jq -r '.drop[]'
+
+Groups are connected sets of rows with cosine >= T. With a fresh index, each row's nearest neighbours are
+compared (fast on large stores); --exact (or no index) compares every pair, block by block, in bounded memory.
+--keep first keeps the first path in each group, --keep largest the one with the most pixels (then bytes).
+"""
+
+SEARCH_FORMATS = ("table", "json", "jsonl", "csv", "paths")
+
+
+def _search_queries(args: argparse.Namespace) -> list[tuple[str, str]]:
+    queries = [] if args.query is None else [("text", args.query)]
+    queries += [("image", image) for image in args.image or []]
+    if args.texts:
+        texts = _read_lines(args.texts, "--texts")
+        if not texts:
+            raise CLIError(f"--texts {args.texts} has no queries (only blank or # comment lines)")
+        queries += [("text", text) for text in texts]
+    if not queries:
+        raise CLIError("give a text query, --image PATH or --texts FILE")
+    return queries
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .jobs import search
+    from .jobs import check_queries, search_queries, store_model
     from .store import EmbeddingStore
 
-    if (args.query is None) == (args.image is None):
-        raise CLIError("give a text query or --image PATH (one of them)")
+    queries = check_queries(_search_queries(args))  # before the model loads
     positive("--top-k", args.top_k)
+    top_k = args.top_k if args.top_k is not None or args.threshold is not None else 10
+    if args.threshold is not None and not -1 <= args.threshold <= 1:
+        raise CLIError(f"--threshold is a cosine similarity in [-1, 1], got {args.threshold}")
     store = EmbeddingStore(args.store)
-    manifest = store.read_manifest()
-    pipe = load_pipeline(args, model=args.model or manifest["model"])
-    if pipe.embed_dim != manifest["dim"]:
-        raise CLIError(f"--model gives {pipe.embed_dim}-d embeddings but {args.store} holds {manifest['dim']}-d ones")
-    hits = search(pipe, store, text=args.query, image=args.image, top_k=args.top_k)
+    store.read_manifest()  # a missing or broken store is the error, before the model loads
+    pipe = load_pipeline(args, model=store_model(store, args.model, DEFAULT_MODEL))
+    results = search_queries(pipe, store, queries, top_k=top_k, threshold=args.threshold, exact=args.exact)
+    _print_search(queries, results, store.key, "paths" if args.paths_only else args.format)
+    return 0
+
+
+def _print_search(queries: list[tuple[str, str]], results: list[list[Any]], key: str, fmt: str) -> None:
+    out = sys.stdout
+    several = len(queries) > 1
+    if fmt == "json":
+        blocks = [
+            [{"rank": r + 1, "score": score, key: row[key]} for r, (row, score) in enumerate(hits)] for hits in results
+        ]
+        data = [{"query": q, "kind": kind, "results": b} for (kind, q), b in zip(queries, blocks, strict=True)]
+        json.dump(data if several else blocks[0], out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    elif fmt == "jsonl":
+        for (kind, query), hits in zip(queries, results, strict=True):
+            for rank, (row, score) in enumerate(hits, 1):
+                line = {"query": query, "kind": kind, "rank": rank, "score": score, **row}
+                out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["query", "kind", "rank", "score", key])
+        for (kind, query), hits in zip(queries, results, strict=True):
+            for rank, (row, score) in enumerate(hits, 1):
+                writer.writerow([query, kind, rank, f"{score:.6g}", row[key]])
+    else:
+        for i, ((kind, query), hits) in enumerate(zip(queries, results, strict=True)):
+            if several:
+                out.write(("\n" if i else "") + (f"# {kind}: {query}\n" if fmt == "table" else ""))
+            if fmt == "paths":
+                out.writelines(f"{row[key]}\n" for row, _ in hits)
+                continue
+            out.write(f"{'rank':>4}  {'score':>7}  {key}\n")
+            out.writelines(f"{rank:>4}  {score:>7.4f}  {row[key]}\n" for rank, (row, score) in enumerate(hits, 1))
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from .index import StoreIndex
+    from .store import EmbeddingStore
+
+    store = EmbeddingStore(args.store)
+    store.read_manifest()
+    started = time.perf_counter()
+    done = StoreIndex(store).build(backend=args.backend, metric=args.metric, dtype=args.dtype, progress=not args.quiet)
+    print(
+        f"{done['rows']} rows indexed in {Path(args.store) / 'index'} ({args.backend}, {args.metric}, {args.dtype}): "
+        f"{done['added']} added, {done['removed']} removed in {time.perf_counter() - started:.1f}s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from .dedup import find_duplicates
+    from .store import EmbeddingStore, source_path
+
+    store = EmbeddingStore(args.store)
     key = store.key
-    if args.paths_only:
-        for row, _ in hits:
-            print(row[key])
-        return 0
-    if args.format == "json":
-        ranked = [{"rank": r + 1, "score": score, key: row[key]} for r, (row, score) in enumerate(hits)]
-        print(json.dumps(ranked, indent=2, ensure_ascii=False))
-        return 0
-    print(f"{'rank':>4}  {'score':>7}  {key}")
-    for rank, (row, score) in enumerate(hits, 1):
-        print(f"{rank:>4}  {score:>7.4f}  {row[key]}")
+    groups = find_duplicates(store, args.threshold, exact=args.exact, keep=args.keep, progress=not args.quiet)
+    manifest = store.read_manifest()
+    if key == "path":  # image rows are keyed relative to the embedded folder: print the files' paths
+        for group in groups:
+            shown = {id(row): {**row, key: source_path(manifest, row[key])} for row, _ in group.items}
+            group.items = [(shown[id(row)], score) for row, score in group.items]
+            group.keep = shown[id(group.keep)] if group.keep is not None else None  # drop() compares identities
+    out = sys.stdout
+    if args.format == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["group", key, "score"] + (["keep"] if args.keep else []))
+        for number, group in enumerate(groups):
+            for row, score in group.items:
+                keep = [int(row is group.keep)] if args.keep else []
+                writer.writerow([number, row[key], f"{score:.6g}", *keep])
+    else:
+        for number, group in enumerate(groups):
+            line: dict[str, Any] = {
+                "group": number,
+                "size": len(group.items),
+                "items": [{key: row[key], "score": score} for row, score in group.items],
+            }
+            if args.keep:
+                line |= {"keep": group.keep[key], "drop": [row[key] for row in group.drop()]}
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    duplicates = sum(len(g.items) - 1 for g in groups)
+    print(
+        f"{len(groups)} groups of near-duplicates (cosine >= {args.threshold:g}), {duplicates} rows could go",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -686,6 +851,13 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------------------
 
 
+def _store_command(sub: Any, name: str, epilog: str, **texts: str) -> argparse.ArgumentParser:
+    """A subcommand that works on a store: its parser, with the store argument."""
+    p = sub.add_parser(name, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter, **texts)
+    p.add_argument("store", metavar="OUT", help="folder written by `siglip embed`")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="siglip",
@@ -728,24 +900,77 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, metavar="OUT", help="output folder (created or updated)")
     p.add_argument("--texts", metavar="FILE", help="embed the lines of FILE instead of images")
     p.add_argument("--shard-size", type=int, default=1024, metavar="N", help="rows per shard file (default: 1024)")
+    p.add_argument(
+        "--storage-dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="dtype of the stored embeddings (float16 halves disk and I/O; default: float32, fixed per store)",
+    )
     add_model_options(p, model_default=None)
+    ray_group = p.add_argument_group("distributed embedding on Ray Data (pip install 'siglip[ray]')")
+    ray_group.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process (default); ray: Ray Data decodes, an actor pool of --num-workers runs the model",
+    )
+    ray_group.add_argument(
+        "--address", metavar="ADDR", help="Ray cluster to join: auto, HOST:PORT or ray://HOST:10001 (default: local)"
+    )
+    ray_group.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, metavar="C", help="CPUs each model actor reserves (default: 1)"
+    )
+    ray_group.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs each model actor uses (default: 0)"
+    )
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser(
+    p = _store_command(
+        sub,
         "search",
-        help="exact cosine search in a store made by `siglip embed`",
-        epilog=SEARCH_EXAMPLES,
-        formatter_class=fmt,
-        description="Rank the stored embeddings by cosine similarity to a text or an image.",
+        SEARCH_EXAMPLES,
+        help="cosine search in a store made by `siglip embed` (through its index when it has one)",
+        description="Rank the stored embeddings by cosine similarity to texts or images.",
     )
-    p.add_argument("store", metavar="OUT", help="folder written by `siglip embed`")
     p.add_argument("query", nargs="?", help="text query")
-    p.add_argument("--image", metavar="PATH", help="use this image as the query")
-    p.add_argument("--top-k", type=int, default=10, metavar="K", help="number of results (default: 10)")
-    p.add_argument("--paths-only", action="store_true", help="print only the paths (or texts), one per line")
-    p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
+    p.add_argument("--image", metavar="PATH", action="append", help="an image as a query (repeatable)")
+    p.add_argument("--texts", metavar="FILE", help="text queries, one a line")
+    p.add_argument("--top-k", type=int, metavar="K", help="results per query (default: 10; all with --threshold)")
+    p.add_argument("--threshold", type=float, metavar="T", help="only results with cosine >= T")
+    p.add_argument("--exact", action="store_true", help="exact search even when the store has an index")
+    p.add_argument("--format", choices=SEARCH_FORMATS, default="table", help="output format (default: table)")
+    p.add_argument("--paths-only", action="store_true", help="the same as --format paths")
     add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_search)
+
+    p = _store_command(
+        sub,
+        "index",
+        INDEX_EXAMPLES,
+        help="build or update the ANN index of a store (pip install 'siglip[index]')",
+        description="Index a store for fast approximate search; `siglip embed` keeps the index up to date.",
+    )
+    p.add_argument("--backend", choices=["usearch"], default="usearch", help="index library (default: usearch)")
+    p.add_argument("--metric", choices=["cos"], default="cos", help="similarity (default: cos)")
+    p.add_argument(
+        "--dtype", choices=["f16", "i8", "f32"], default="f16", help="dtype of the indexed vectors (default: f16)"
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_index)
+
+    p = _store_command(
+        sub,
+        "dedup",
+        DEDUP_EXAMPLES,
+        help="groups of near-duplicates in a store",
+        description="Find groups of rows whose embeddings have cosine similarity >= --threshold.",
+    )
+    p.add_argument("--threshold", type=float, required=True, metavar="T", help="cosine similarity, in (0, 1]")
+    p.add_argument("--keep", choices=["first", "largest"], help="say which row of each group to keep")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="output format (default: jsonl)")
+    p.add_argument("--exact", action="store_true", help="compare every pair even when the store has an index")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_dedup)
 
     p = sub.add_parser(
         "eval",

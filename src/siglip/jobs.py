@@ -21,9 +21,20 @@ import torch
 
 from .data import Batch, find_images, first_line, iter_image_batches, stat_files, warnings_as_lines, workers_for
 from .image_io import load_image
+from .index import search_many, update_index_if_present
 from .pipelines import ImageClassificationPipeline, ZeroShotImageClassificationPipeline, rank_labels
 from .progress import Progress
-from .store import EmbeddingStore, ShardWriter, StoreError, cosine_top_k, image_key, image_root, image_row, source_path
+from .store import (
+    STORAGE_DTYPES,
+    EmbeddingStore,
+    Hit,
+    ShardWriter,
+    StoreError,
+    image_key,
+    image_root,
+    image_row,
+    source_path,
+)
 
 Failures = list[tuple[str, str]]  # (item, one-line message)
 Reporter = Callable[[Failures], None]
@@ -215,10 +226,16 @@ def store_model(store: EmbeddingStore, model: str | None, default: str) -> str:
 
 
 def store_manifest(
-    pipe: ZeroShotImageClassificationPipeline, model_name: str, kind: str, root: str | Path | None = None
+    pipe: ZeroShotImageClassificationPipeline,
+    model_name: str,
+    kind: str,
+    root: str | Path | None = None,
+    storage_dtype: str = "float32",
 ) -> dict[str, Any]:
-    """What a store records about how its rows were made: model, kind, dimension, compute dtype, preprocessing, and
-    for images the folder their keys are relative to (``root``)."""
+    """What a store records about how its rows were made: model, kind, dimension, compute and storage dtypes,
+    preprocessing, and for images the folder their keys are relative to (``root``)."""
+    if storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"storage dtype must be one of {', '.join(STORAGE_DTYPES)}, got {storage_dtype!r}")
     manifest = {
         "kind": kind,
         "model": model_id(model_name),
@@ -227,6 +244,7 @@ def store_manifest(
         "normalized": True,
         "dtype": "float32",
         "model_dtype": str(pipe.dtype).removeprefix("torch."),  # the compute dtype: embed refuses to mix them
+        "storage_dtype": storage_dtype,
         "text_length": pipe.text_length,
         "preprocessing": pipe.image_processor.to_dict() if kind == "image" else {"max_length": pipe.text_length},
     }
@@ -253,6 +271,56 @@ def _interrupted(written: int, total: int, what: str, store: EmbeddingStore) -> 
     )
 
 
+@dataclass
+class ImagePlan:
+    """What an image job has to do after ``plan_images``: ``todo`` files to embed (new or changed), ``kept``
+    rows left as they were, ``stale`` rows dropped, ``unreadable`` files (path, message) found but not statable;
+    rows are keyed relative to ``root``."""
+
+    found: int
+    todo: list[Path]
+    kept: int
+    stale: int
+    unreadable: Failures
+    root: Path
+
+    def summary(self) -> str:
+        return (
+            f"{self.found} images: {self.kept} already embedded, {len(self.todo)} to embed, "
+            f"{self.stale} stale rows dropped"
+        )
+
+
+def plan_images(store: EmbeddingStore, paths: Sequence[Path], manifest: dict[str, Any]) -> ImagePlan:
+    """Open (or create) the store for ``manifest`` (whose ``root`` the keys are relative to), keep rows whose files
+    are unchanged (same size and modification time), compact away changed and deleted ones, and list the files
+    left to embed. Local and Ray jobs both start here."""
+    root = Path(manifest["root"])
+    store.prepare(manifest)
+    current, unreadable = stat_files(paths)  # broken links and vanished files are skipped and reported
+    keys = {str(p): image_key(p, root) for p in paths}
+    stats = {keys[p]: stat for p, stat in current.items()}
+    rows, _ = store.read_rows("path")
+    unchanged = {
+        r["path"]
+        for r in rows
+        if (stat := stats.get(r["path"])) and (r["size"], r["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
+    }
+    stale = [r["path"] for r in rows if r["path"] not in unchanged]
+    kept = store.compact("path", stale)
+    todo = [p for p in paths if str(p) in current and keys[str(p)] not in unchanged]
+    return ImagePlan(len(paths), todo, kept, len(stale), unreadable, root)
+
+
+def finish_job(
+    store: EmbeddingStore, manifest: dict[str, Any], total: int, log: Callable[[str], None] | None = None
+) -> None:
+    """Record a finished job (the row count marks the store clean) and bring an index, if there is one, up to
+    date with the shards."""
+    store.write_manifest(manifest, rows=total)
+    update_index_if_present(store, log=log)
+
+
 def embed_images(
     pipe: ZeroShotImageClassificationPipeline,
     inputs: Sequence[str],
@@ -262,6 +330,7 @@ def embed_images(
     batch_size: int = 16,
     num_workers: int | None = None,
     shard_size: int = 1024,
+    storage_dtype: str = "float32",
     progress: bool = True,
     on_skip: Reporter | None = _stderr_skip,
     on_warning: Reporter | None = None,
@@ -276,45 +345,33 @@ def embed_images(
     paths = find_images(inputs)
     if not paths:
         raise ValueError(f"no images found in {' '.join(map(str, inputs))}")
-    root = image_root(inputs)
-    manifest = store_manifest(pipe, model_name, "image", root)
-    store.prepare(manifest)
-    current, unreadable = stat_files(paths)  # broken links and vanished files are skipped and reported
-    keys = {str(p): image_key(p, root) for p in paths}
-    stats = {keys[p]: stat for p, stat in current.items()}
-    rows, _, _ = store.read("path")
-    unchanged = {
-        r["path"]
-        for r in rows
-        if (stat := stats.get(r["path"])) and (r["size"], r["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
-    }
-    stale = [r["path"] for r in rows if r["path"] not in unchanged]
-    kept = store.compact("path", stale)
-    todo = [p for p in paths if str(p) in current and keys[str(p)] not in unchanged]
+    manifest = store_manifest(pipe, model_name, "image", image_root(inputs), storage_dtype)
+    plan = plan_images(store, paths, manifest)
     if log:
-        log(f"{len(paths)} images: {kept} already embedded, {len(todo)} to embed, {len(stale)} stale rows dropped")
+        log(plan.summary())
     writer = ShardWriter(store, shard_size)
     reports = Reports(on_skip, on_warning)
-    reports.skip(unreadable)
+    reports.skip(plan.unreadable)
     interrupted = False
     try:
-        with Progress(len(todo), "embedding", unit="img", disable=not progress) as reports.bar:
-            workers = workers_for(len(todo), num_workers)
-            for batch in iter_image_batches(todo, pipe.image_processor, batch_size, workers):
+        with Progress(len(plan.todo), "embedding", unit="img", disable=not progress) as reports.bar:
+            workers = workers_for(len(plan.todo), num_workers)
+            for batch in iter_image_batches(plan.todo, pipe.image_processor, batch_size, workers):
                 reports.batch(batch)
                 if batch.inputs is not None:
                     embeddings = pipe.embed_pixels(on_device(pipe, batch.inputs)).cpu().numpy()
-                    writer.add([image_row(root=root, **vars(info)) for info in batch.infos], embeddings)
+                    writer.add([image_row(root=plan.root, **vars(info)) for info in batch.infos], embeddings)
                 reports.bar.update(len(batch.infos) + len(batch.errors))
     except KeyboardInterrupt:
         interrupted = True
     finally:
         writer.flush()  # on Ctrl-C too: whatever was embedded is kept
         store.write_errors(reports.failures)
-    total = kept + writer.written
-    store.write_manifest(manifest, rows=total)
+    total = plan.kept + writer.written
     if interrupted:
+        store.write_manifest(manifest, rows=total)
         raise _interrupted(writer.written, total, "images", store)
+    finish_job(store, manifest, total, log)
     return EmbedReport(total, writer.written, reports.failures, reports.warnings)
 
 
@@ -326,14 +383,16 @@ def embed_texts(
     *,
     batch_size: int = 32,
     shard_size: int = 1024,
+    storage_dtype: str = "float32",
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> EmbedReport:
     """Embed ``texts`` (each once) into ``store``, incrementally: stored texts no longer wanted are dropped.
     Ctrl-C keeps what was embedded and raises ``JobInterrupted``."""
     wanted = sorted(set(texts))
-    manifest = store_manifest(pipe, model_name, "text")
+    manifest = store_manifest(pipe, model_name, "text", storage_dtype=storage_dtype)
     store.prepare(manifest)
-    rows, _, _ = store.read("text")
+    rows, _ = store.read_rows("text")
     have = {r["text"] for r in rows}
     kept = store.compact("text", have - set(wanted))
     todo = [t for t in wanted if t not in have]
@@ -351,9 +410,10 @@ def embed_texts(
         writer.flush()
         store.write_errors([])
     total = kept + writer.written
-    store.write_manifest(manifest, rows=total)
     if interrupted:
+        store.write_manifest(manifest, rows=total)
         raise _interrupted(writer.written, total, "texts", store)
+    finish_job(store, manifest, total, log)
     return EmbedReport(total, writer.written)
 
 
@@ -362,28 +422,68 @@ def embed_texts(
 # ------------------------------------------------------------------------------------------------------------
 
 
+Query = tuple[str, str]  # ("text", a text) or ("image", a path or URL)
+
+
+def check_queries(queries: Sequence[Query]) -> list[Query]:
+    """The queries, if each is ("text", words) or ("image", path); an empty text is refused by name."""
+    for kind, value in queries:
+        if kind not in ("text", "image") or not isinstance(value, str):
+            raise ValueError(f"a query is ('text', str) or ('image', path), got {(kind, value)!r}")
+        if kind == "text" and not value.strip():
+            raise ValueError(f"the text query {value!r} is empty: give words to search for")
+    return list(queries)
+
+
+def embed_queries(pipe: ZeroShotImageClassificationPipeline, queries: Sequence[Query]) -> np.ndarray:
+    """(m, D) float32 embeddings of text and image queries, in order (see ``check_queries``). Query images are
+    read as the stored ones were (16-bit and float images scaled to 8 bits)."""
+    queries = check_queries(queries)
+    texts = [value for kind, value in queries if kind == "text"]
+    text_embeddings = iter(pipe.encode_texts(texts).cpu().numpy()) if texts else iter(())
+    out = []
+    for kind, value in queries:
+        if kind == "text":
+            out.append(next(text_embeddings))
+        else:
+            image = load_image(value, rescale_wide=True)
+            out.append(pipe.embed_pixels(pipe.preprocess_images([image]))[0].cpu().numpy())
+    return np.stack(out).astype(np.float32) if out else np.zeros((0, pipe.embed_dim), np.float32)
+
+
+def search_queries(
+    pipe: ZeroShotImageClassificationPipeline,
+    store: EmbeddingStore,
+    queries: Sequence[Query],
+    *,
+    top_k: int | None = 10,
+    threshold: float | None = None,
+    exact: bool = False,
+) -> list[list[Hit]]:
+    """For each text or image query, the ``top_k`` stored rows most similar (cosine) to it, best first (see
+    ``index.search_many``: the store's index when it is fresh, else exact search streamed over the shards). An
+    image row's ``path`` is the file's path (the store keeps it relative to the embedded folder)."""
+    manifest = store.read_manifest()
+    if pipe.embed_dim != manifest["dim"]:
+        raise ValueError(
+            f"the model gives {pipe.embed_dim}-d embeddings but {store.root} holds {manifest['dim']}-d ones"
+        )
+    results = search_many(store, embed_queries(pipe, queries), top_k, threshold=threshold, exact=exact)
+    if manifest.get("kind") == "image":
+        results = [[({**row, "path": source_path(manifest, row["path"])}, s) for row, s in hits] for hits in results]
+    return results
+
+
 def search(
     pipe: ZeroShotImageClassificationPipeline,
     store: EmbeddingStore,
     *,
     text: str | None = None,
     image: str | None = None,
-    top_k: int = 10,
-) -> list[tuple[dict[str, Any], float]]:
-    """The ``top_k`` stored rows most similar (cosine) to a text or an image query, best first. An image row's
-    ``path`` is the file's path (the store keeps it relative to the embedded folder)."""
-    manifest = store.read_manifest()
-    rows, matrix = store.load()
-    if pipe.embed_dim != manifest["dim"]:
-        raise ValueError(
-            f"the model gives {pipe.embed_dim}-d embeddings but {store.root} holds {manifest['dim']}-d ones"
-        )
-    if image is not None:
-        query = pipe.embed_pixels(pipe.preprocess_images([load_image(image, rescale_wide=True)]))[0]  # as stored
-    else:
-        query = pipe.encode_texts([text])[0]
-    top, scores = cosine_top_k(matrix, query.cpu().numpy().astype(np.float32), top_k)
-    hits = [(rows[i], float(s)) for i, s in zip(top, scores, strict=True)]
-    if manifest.get("kind") == "image":
-        hits = [({**row, "path": source_path(manifest, row["path"])}, s) for row, s in hits]
-    return hits
+    top_k: int | None = 10,
+    threshold: float | None = None,
+    exact: bool = False,
+) -> list[Hit]:
+    """The ``top_k`` stored rows most similar (cosine) to a text or an image query, best first."""
+    query = ("image", image) if image is not None else ("text", text)
+    return search_queries(pipe, store, [query], top_k=top_k, threshold=threshold, exact=exact)[0]

@@ -46,7 +46,6 @@ from typing import TYPE_CHECKING, Any
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at run time.
 if TYPE_CHECKING:  # torch and numpy load with the model, not when the CLI builds its parser
-    import numpy as np
     import torch
 
 log = logging.getLogger("siglip")
@@ -780,8 +779,8 @@ class Service:
         self.metrics = Metrics(self.batcher.depth, lambda: self.in_flight, lambda: self.ready)
         self.batcher.metrics = self.metrics
         self.pool = ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix="siglip-decode")
-        self.rows: list[dict[str, Any]] = []
-        self.matrix: np.ndarray | None = None
+        self.store: Any = None  # the --store's EmbeddingStore, searched through index.search_many
+        self.manifest: dict[str, Any] = {}
         self.store_key = "path"
         self.labels: OrderedDict[tuple[tuple[str, ...], str], torch.Tensor] = OrderedDict()
         self.created = int(time.time())
@@ -816,8 +815,10 @@ class Service:
         if self.config.store:
             store = EmbeddingStore(self.config.store)
             manifest = store.read_manifest()
-            self.rows, self.matrix = store.load()
-            self.store_key = store.key
+            rows = manifest.get("rows")
+            if rows is None:  # an unfinished job's store: count its live rows (metadata only)
+                rows = len(store.read_rows(store.key)[0])
+            self.store, self.manifest, self.store_key = store, manifest, store.key
             dim = pipe.model.config.text_config.projection_size
             if manifest.get("dim") != dim:
                 raise ValueError(
@@ -838,7 +839,7 @@ class Service:
             self.config.model,
             pipe.device,
             pipe.dtype,
-            f" and {len(self.rows)} stored embeddings" if self.config.store else "",
+            f" and {rows} stored embeddings" if self.config.store else "",
             time.perf_counter() - started,
         )
         return pipe
@@ -867,13 +868,15 @@ class Service:
             self.labels.popitem(last=False)
 
     def search(self, query: "torch.Tensor", top_k: int) -> list[dict[str, Any]]:
-        """The stored rows nearest to a normalised query (exact cosine)."""
-        from .store import cosine_top_k
+        """The stored rows nearest to a normalised query: through the store's index when it is fresh, else an exact
+        search streamed over the shards (``index.search_many``, as ``siglip search``); image rows by file path."""
+        from .index import search_many
+        from .store import source_path
 
-        top, scores = cosine_top_k(self.matrix, query.numpy(), top_k)
-        return [
-            {self.store_key: self.rows[i][self.store_key], "score": float(s)} for i, s in zip(top, scores, strict=True)
-        ]
+        hits = search_many(self.store, query.numpy()[None], top_k)[0]
+        key = self.store_key
+        show = (lambda v: source_path(self.manifest, v)) if key == "path" else (lambda v: v)
+        return [{key: show(row[key]), "score": float(score)} for row, score in hits]
 
 
 def render_embeddings(result: Embedded, encoding: str, model_id: str) -> bytes:
@@ -1055,7 +1058,7 @@ class _Call:
 
     async def search(self) -> bytes:
         service = self.service
-        if service.matrix is None:
+        if service.store is None:
             raise ApiError(404, "this server has no embedding store: start it with --store DIR to search")
         call = parse_search(await self.read_json(), service.config)
         if call.modality == "text":
