@@ -24,7 +24,7 @@ from PIL import Image
 import siglip
 import siglip.cli
 from siglip import serve
-from siglip.store import EmbeddingStore, cosine_top_k
+from siglip.store import EmbeddingStore, cosine_top_k, source_path
 
 from builders import write_checkpoint
 
@@ -345,7 +345,9 @@ def test_classify_equals_the_pipeline(server, pipe):
 
 
 def test_search_equals_cosine_top_k(server, pipe, store):
+    """Results as `siglip search` gives them: the exact top k of the stored embeddings, image rows by file path."""
     rows, matrix = EmbeddingStore(store).load()
+    manifest = EmbeddingStore(store).read_manifest()
     image = data_uri(shape(COLORS[1], (56, 40)))
     for modality, query, vector in [
         ("text", "a green square", pipe.encode_texts(["a green square"])[0]),
@@ -355,7 +357,8 @@ def test_search_equals_cosine_top_k(server, pipe, store):
         assert response.status_code == 200, response.text
         hits = response.json()["results"]
         top, scores = cosine_top_k(matrix, vector.numpy(), 4)
-        assert [h["path"] for h in hits] == [rows[i]["path"] for i in top]
+        assert [h["path"] for h in hits] == [source_path(manifest, rows[i]["path"]) for i in top]
+        assert all(Path(h["path"]).is_file() for h in hits)
         close(torch.tensor([h["score"] for h in hits]), torch.tensor(scores))
 
 
