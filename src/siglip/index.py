@@ -57,8 +57,8 @@ DTYPES = ("f16", "i8", "f32")
 CONNECTIVITY = 16
 EXPANSION_ADD = 64
 # The f16 graph of 10^6 such vectors (M 16, expansion_add 64) gave recall@10 0.9115 at expansion_search 128 (49 ms a
-# query), 0.9425 at 512, 0.9500 at 1024 and 0.9675 at 2048 (75 ms), 200 held-out queries (/tmp/recall.py in the
-# issue 17 note); searching costs no rebuild, so graphs built with a smaller value are searched with this one too.
+# query), 0.9425 at 512, 0.9500 at 1024 and 0.9675 at 2048 (75 ms), 200 held-out queries (benchmarks/index_recall.py);
+# searching costs no rebuild, so graphs built with a smaller value are searched with this one too.
 EXPANSION_SEARCH = 2048
 OVERSAMPLE = 3  # candidates asked of the graph per result wanted; their exact scores then rank them
 _GRAPH = re.compile(r"^index-(\d{6,})\.usearch$")
